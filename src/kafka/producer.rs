@@ -1,0 +1,75 @@
+//! Producing status events and dead letters with CloudEvents binary-mode headers.
+
+use std::time::Duration;
+
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::error::KafkaError;
+
+use crate::config::KafkaSettings;
+
+/// The CloudEvents attributes of one message (binary content mode: the
+/// attributes travel as `ce_*` headers, the payload is the event itself).
+#[derive(Debug, Clone)]
+pub struct Headers<'a> {
+    pub id: &'a str,
+    pub event_type: &'a str,
+    pub source: &'a str,
+    pub time: &'a str,
+    pub subject: &'a str,
+}
+
+impl Headers<'_> {
+    fn to_kafka(&self) -> OwnedHeaders {
+        let pairs = [
+            ("ce_specversion", "1.0"),
+            ("ce_id", self.id),
+            ("ce_type", self.event_type),
+            ("ce_source", self.source),
+            ("ce_time", self.time),
+            ("ce_subject", self.subject),
+            ("content-type", "application/json"),
+        ];
+        pairs.iter().fold(OwnedHeaders::new_with_capacity(pairs.len()), |h, (key, value)| {
+            h.insert(Header { key, value: Some(*value) })
+        })
+    }
+}
+
+#[derive(Clone)]
+pub struct EventProducer {
+    producer: FutureProducer,
+}
+
+impl EventProducer {
+    pub fn new(settings: &KafkaSettings) -> Result<Self, KafkaError> {
+        Ok(EventProducer { producer: super::producer_config(settings).create()? })
+    }
+
+    /// Enqueues one message and returns the future of its delivery report.
+    /// Enqueueing is synchronous, so messages keep the order of the calls;
+    /// a full local queue is waited out, not reported.
+    pub async fn send(&self, topic: &str, key: &str, payload: &str, headers: &Headers<'_>) -> Result<DeliveryFuture, KafkaError> {
+        loop {
+            let record = FutureRecord::to(topic).key(key).payload(payload).headers(headers.to_kafka());
+            match self.producer.send_result(record) {
+                Ok(delivery) => return Ok(delivery),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err((e, _)) => return Err(e),
+            }
+        }
+    }
+
+    /// Waits until every enqueued message is delivered or `timeout` passes.
+    pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
+        self.producer.flush(timeout)
+    }
+
+    /// Broker metadata within `timeout` (readiness).
+    pub fn reachable(&self, timeout: Duration) -> bool {
+        self.producer.client().fetch_metadata(None, timeout).is_ok()
+    }
+}

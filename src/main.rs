@@ -1,0 +1,55 @@
+//! `device-logs`: parse the command line, load the configuration, run.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use device_logs::cli::{self, Cli, Command};
+use device_logs::config::Settings;
+use device_logs::{telemetry, worker};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("device-logs: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(&settings.log);
+    match cli.command {
+        Command::Run => match worker::run(settings, shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %e, cause = ?std::error::Error::source(&e).map(|s| s.to_string()), "worker failed");
+                ExitCode::FAILURE
+            }
+        },
+        command => match cli::execute(settings, command).await {
+            Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+            Err(e) => {
+                eprintln!("device-logs: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => return interrupt.await.unwrap_or(()),
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}
