@@ -1,0 +1,346 @@
+//! Test world: real Redis and broker from scripts/test.sh, fresh topics, key
+//! prefix and consumer group per test; the worker in-process or as a child.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use device_logs::config::Settings;
+use device_logs::domain::DeviceRef;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde_json::{json, Value};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+pub const PARTITIONS: i32 = 3;
+
+fn required(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        panic!("{var} is not set: run the suite with scripts/test.sh, which starts Redis and the broker")
+    })
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap()
+}
+
+/// Polls `check` until it returns Some or `timeout` passes.
+pub async fn wait_until<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn device() -> DeviceRef {
+    DeviceRef { environment: Uuid::new_v4(), user: Uuid::new_v4(), device: Uuid::new_v4() }
+}
+
+pub fn request_json(id: Uuid, d: &DeviceRef, device_type: &str, at: DateTime<Utc>) -> Value {
+    json!({
+        "id": id, "environment": {"id": d.environment}, "user": {"id": d.user},
+        "device": {"id": d.device, "type": device_type}, "status": "PENDING",
+        "requestedAt": device_logs::domain::timestamp(at),
+    })
+}
+
+pub fn upload_json(id: Uuid, d: &DeviceRef, request_id: Option<Uuid>, at: DateTime<Utc>) -> Value {
+    let mut v = json!({
+        "id": id, "environment": {"id": d.environment}, "user": {"id": d.user},
+        "device": {"id": d.device}, "uploadedAt": device_logs::domain::timestamp(at),
+    });
+    if let Some(r) = request_id {
+        v["requestId"] = json!(r);
+    }
+    v
+}
+
+/// A message read back from an output topic.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub body: Value,
+    pub headers: HashMap<String, String>,
+    pub key: Option<String>,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// Reads a topic from the beginning into memory, in the background.
+pub struct TopicReader {
+    seen: Arc<Mutex<Vec<Received>>>,
+    task: JoinHandle<()>,
+}
+
+impl TopicReader {
+    pub fn all(&self) -> Vec<Received> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Waits until at least `n` messages match `filter`, returns those.
+    pub async fn wait_for(&self, n: usize, timeout: Duration, filter: impl Fn(&Received) -> bool) -> Vec<Received> {
+        wait_until(timeout, &format!("{n} messages"), || {
+            let matching: Vec<Received> = self.all().into_iter().filter(|m| filter(m)).collect();
+            async move { (matching.len() >= n).then_some(matching) }
+        })
+        .await
+    }
+
+    /// Messages about one device, in topic order.
+    pub fn for_device(&self, d: &DeviceRef) -> Vec<Received> {
+        let id = d.device.to_string();
+        self.all().into_iter().filter(|m| m.key.as_deref() == Some(id.as_str())).collect()
+    }
+}
+
+impl Drop for TopicReader {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub struct World {
+    pub redis_url: String,
+    pub brokers: String,
+    pub suffix: String,
+    pub config_dir: tempfile::TempDir,
+    pub vars: Vec<(String, String)>,
+    pub http_port: u16,
+}
+
+impl World {
+    /// A world with its own topics, group and key prefix; `ttl` as in config.
+    pub async fn new(ttl: &str) -> World {
+        let redis_url = required("DEVICE_LOGS_TEST_REDIS");
+        let brokers = required("DEVICE_LOGS_TEST_BROKERS");
+        let suffix = Uuid::new_v4().simple().to_string()[..10].to_string();
+        let config_dir = tempfile::tempdir().unwrap();
+        // Short group timeouts so rebalances in tests take seconds.
+        std::fs::write(
+            config_dir.path().join("test.toml"),
+            "[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"1000\"\n\"topic.metadata.refresh.interval.ms\" = \"5000\"\n",
+        )
+        .unwrap();
+        let http_port = free_port();
+        let vars = [
+            ("KAFKA__BROKERS", brokers.clone()),
+            ("KAFKA__GROUP_ID", format!("it-{suffix}")),
+            ("KAFKA__PARTITIONS", PARTITIONS.to_string()),
+            ("KAFKA__TOPICS__REQUESTS", format!("it-{suffix}.requests")),
+            ("KAFKA__TOPICS__UPLOADS", format!("it-{suffix}.uploads")),
+            ("KAFKA__TOPICS__STATUS", format!("it-{suffix}.status")),
+            ("KAFKA__TOPICS__DEAD_LETTERS", format!("it-{suffix}.dlq")),
+            ("REDIS__URL", redis_url.clone()),
+            ("REDIS__KEY_PREFIX", format!("it-{suffix}")),
+            ("LOGS__TTL", ttl.to_string()),
+            ("LOGS__LINKS_BASE_URL", "https://api.test.example/v1".to_string()),
+            ("EXPIRY__SWEEP_INTERVAL", "200ms".to_string()),
+            ("OUTBOX__LEASE", "1s".to_string()),
+            ("HTTP__LISTEN", format!("127.0.0.1:{http_port}")),
+            ("LOG__FORMAT", "json".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (format!("DEVICE_LOGS__{k}"), v))
+        .collect();
+        let world = World { redis_url, brokers, suffix, config_dir, vars, http_port };
+        let created = device_logs::kafka::create_topics(&world.settings().kafka).await.unwrap();
+        assert!(created.iter().all(|(_, new)| *new), "fresh topics expected: {created:?}");
+        world
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.config_dir.path().join("test.toml")
+    }
+
+    /// Overrides one setting (e.g. `("OUTBOX__LEASE", "30s")`) for later workers.
+    pub fn set(&mut self, key: &str, value: &str) {
+        let key = format!("DEVICE_LOGS__{key}");
+        self.vars.retain(|(k, _)| *k != key);
+        self.vars.push((key, value.to_string()));
+    }
+
+    pub fn settings(&self) -> Settings {
+        Settings::load_from(Some(&self.config_path()), self.vars.clone()).unwrap()
+    }
+
+    pub fn topic(&self, name: &str) -> String {
+        format!("it-{}.{name}", self.suffix)
+    }
+
+    /// Starts the worker in this process; stop it with [`InProcess::stop`].
+    pub fn start_in_process(&self) -> InProcess {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let settings = self.settings();
+        let handle = tokio::spawn(async move {
+            device_logs::worker::run(settings, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        InProcess { stop: Some(tx), handle: Some(handle) }
+    }
+
+    /// Starts the worker binary as a child process.
+    pub fn spawn_child(&self, extra_env: &[(&str, &str)]) -> Child {
+        let log = std::fs::File::create(self.config_dir.path().join(format!("worker-{}.log", Uuid::new_v4()))).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_device-logs"));
+        cmd.arg("run").arg("--config").arg(self.config_path()).envs(self.vars.iter().cloned());
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        cmd.env("RUST_LOG", "info").stdout(Stdio::null()).stderr(log);
+        cmd.spawn().unwrap()
+    }
+
+    /// The stderr logs of every child started so far.
+    pub fn child_logs(&self) -> String {
+        let mut out = String::new();
+        for entry in std::fs::read_dir(self.config_dir.path()).unwrap().flatten() {
+            if entry.file_name().to_string_lossy().starts_with("worker-") {
+                out.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+            }
+        }
+        out
+    }
+
+    pub fn producer(&self) -> FutureProducer {
+        ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "2")
+            .create()
+            .unwrap()
+    }
+
+    /// Produces raw bytes keyed by `key` and waits for the broker.
+    pub async fn send_raw(&self, producer: &FutureProducer, topic: &str, key: &str, payload: &[u8]) {
+        let topic = self.topic(topic);
+        producer
+            .send(FutureRecord::to(&topic).key(key).payload(payload), Duration::from_secs(10))
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+
+    pub async fn send(&self, producer: &FutureProducer, topic: &str, d: &DeviceRef, body: &Value) {
+        self.send_raw(producer, topic, &d.device.to_string(), body.to_string().as_bytes()).await;
+    }
+
+    /// Reads `name` ("status" or "dlq") from the beginning.
+    pub fn reader(&self, name: &str) -> TopicReader {
+        let topic = self.topic(name);
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("group.id", format!("reader-{}", Uuid::new_v4()))
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..PARTITIONS {
+            tpl.add_partition_offset(&topic, p, Offset::Beginning).unwrap();
+        }
+        consumer.assign(&tpl).unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok(m) = consumer.recv().await else { continue };
+                let mut headers = HashMap::new();
+                if let Some(h) = m.headers() {
+                    for header in h.iter() {
+                        let value = header.value.map(|v| String::from_utf8_lossy(v).to_string()).unwrap_or_default();
+                        headers.insert(header.key.to_string(), value);
+                    }
+                }
+                let body = serde_json::from_slice(m.payload().unwrap_or_default()).unwrap_or(Value::Null);
+                let key = m.key().map(|k| String::from_utf8_lossy(k).to_string());
+                sink.lock().unwrap().push(Received { body, headers, key, partition: m.partition(), offset: m.offset() });
+            }
+        });
+        TopicReader { seen, task }
+    }
+
+    pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.redis_url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap()
+    }
+
+    pub fn keys(&self) -> device_logs::store::Keys {
+        let s = self.settings();
+        device_logs::store::Keys::new(&s.redis.key_prefix, s.redis.shards)
+    }
+
+    /// The stored record JSON of a device (`None` if absent).
+    pub async fn stored(&self, d: &DeviceRef) -> Option<Value> {
+        let mut conn = self.redis().await;
+        let json: Option<String> = redis::cmd("HGET").arg(self.keys().record(d)).arg("json").query_async(&mut conn).await.unwrap();
+        json.map(|j| serde_json::from_str(&j).unwrap())
+    }
+}
+
+pub struct InProcess {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl InProcess {
+    /// Stops the worker the way SIGTERM does and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            tokio::time::timeout(Duration::from_secs(30), handle).await.expect("worker stops in time").unwrap();
+        }
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        if let Some(handle) = &self.handle {
+            handle.abort();
+        }
+    }
+}
+
+/// Asserts `event` is a StatusChanged valid against its schema, with its headers.
+pub fn assert_valid_event(event: &Received) {
+    let violations = device_logs::payload::Kind::StatusChanged.violations(&event.body);
+    assert!(violations.is_empty(), "invalid event {}: {violations:?}", event.body);
+    let id = event.body["id"].as_str().unwrap();
+    assert_eq!(event.headers.get("ce_id").map(String::as_str), Some(id));
+    assert_eq!(event.headers.get("ce_specversion").map(String::as_str), Some("1.0"));
+    assert_eq!(event.headers.get("ce_type").map(String::as_str), Some(device_logs::payload::STATUS_CHANGED_TYPE));
+    assert_eq!(event.headers.get("content-type").map(String::as_str), Some("application/json"));
+    assert!(event.headers.contains_key("ce_source") && event.headers.contains_key("ce_time"));
+    assert!(event.headers.get("ce_subject").is_some_and(|s| s.ends_with(event.body["device"]["id"].as_str().unwrap())));
+    assert_eq!(event.key.as_deref(), event.body["device"]["id"].as_str());
+}
+
+pub fn statuses(events: &[Received]) -> Vec<String> {
+    events.iter().map(|e| e.body["status"].as_str().unwrap_or_default().to_string()).collect()
+}
+
+pub fn kill(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+pub fn terminate(child: &Child) {
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+}

@@ -1,0 +1,8 @@
+//! Integration tests against the real Redis and Kafka-protocol broker that
+//! scripts/test.sh starts. Each test has its own topics, group and keys.
+
+mod crash;
+mod dead_letters;
+mod helpers;
+mod lifecycle;
+mod scale;
