@@ -15,7 +15,11 @@ use crate::payload::{self, EVENT_SOURCE};
 use crate::store::RedisStore;
 
 #[derive(Debug, Parser)]
-#[command(name = "device-logs", version, about = "Owns the MFA device logs request state machine: Kafka in, Redis state, Kafka out")]
+#[command(
+    name = "device-logs",
+    version,
+    about = "Owns the MFA device logs request state machine: Kafka in, Redis state, Kafka out"
+)]
 pub struct Cli {
     /// Configuration file (TOML); environment variables DEVICE_LOGS__* override it.
     #[arg(long, global = true, env = "DEVICE_LOGS_CONFIG")]
@@ -76,7 +80,11 @@ pub struct DeviceArgs {
 
 impl DeviceArgs {
     fn device_ref(&self) -> DeviceRef {
-        DeviceRef { environment: self.environment, user: self.user, device: self.device }
+        DeviceRef {
+            environment: self.environment,
+            user: self.user,
+            device: self.device,
+        }
     }
 }
 
@@ -96,13 +104,23 @@ pub async fn execute(settings: Settings, command: Command) -> anyhow::Result<i32
             Ok(0)
         }
         Command::Status(args) => {
-            let store =
-                RedisStore::connect(&settings.redis, settings.logs.retention, settings.outbox.lease, Metrics::new(&[], &[]))
-                    .await?;
+            let store = RedisStore::connect(
+                &settings.redis,
+                settings.logs.retention,
+                settings.outbox.lease,
+                Metrics::new(&[], &[]),
+            )
+            .await?;
             let device = args.device_ref();
             match store.get(&device).await? {
                 Some(record) => {
-                    println!("{}", serde_json::to_string_pretty(&payload::api_response(&record, &settings.logs.links_base_url))?);
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&payload::api_response(
+                            &record,
+                            &settings.logs.links_base_url
+                        ))?
+                    );
                     Ok(0)
                 }
                 None => {
@@ -114,7 +132,12 @@ pub async fn execute(settings: Settings, command: Command) -> anyhow::Result<i32
                 }
             }
         }
-        Command::Request { device, device_type, id, requested_at } => {
+        Command::Request {
+            device,
+            device_type,
+            id,
+            requested_at,
+        } => {
             let request = LogRequest {
                 id: id.unwrap_or_else(Uuid::new_v4),
                 device: device.device_ref(),
@@ -123,11 +146,24 @@ pub async fn execute(settings: Settings, command: Command) -> anyhow::Result<i32
                 requested_at: requested_at.unwrap_or_else(Utc::now),
             };
             let body = payload::log_request_json(&request);
-            publish(&settings, &settings.kafka.topics.requests, "devicelogs.logrequest.v1", &request.device, request.id, &body).await?;
+            publish(
+                &settings,
+                &settings.kafka.topics.requests,
+                "devicelogs.logrequest.v1",
+                &request.device,
+                request.id,
+                &body,
+            )
+            .await?;
             println!("{body}");
             Ok(0)
         }
-        Command::Upload { device, request_id, id, uploaded_at } => {
+        Command::Upload {
+            device,
+            request_id,
+            id,
+            uploaded_at,
+        } => {
             let upload = LogsUploaded {
                 id: id.unwrap_or_else(Uuid::new_v4),
                 device: device.device_ref(),
@@ -135,7 +171,15 @@ pub async fn execute(settings: Settings, command: Command) -> anyhow::Result<i32
                 uploaded_at: uploaded_at.unwrap_or_else(Utc::now),
             };
             let body = payload::logs_uploaded_json(&upload);
-            publish(&settings, &settings.kafka.topics.uploads, "devicelogs.logsuploaded.v1", &upload.device, upload.id, &body).await?;
+            publish(
+                &settings,
+                &settings.kafka.topics.uploads,
+                "devicelogs.logsuploaded.v1",
+                &upload.device,
+                upload.id,
+                &body,
+            )
+            .await?;
             println!("{body}");
             Ok(0)
         }
@@ -153,9 +197,25 @@ async fn publish(
 ) -> anyhow::Result<()> {
     let producer = EventProducer::new(&settings.kafka)?;
     let (id, time) = (id.to_string(), timestamp(Utc::now()));
-    let subject = format!("environments/{}/users/{}/devices/{}", device.environment, device.user, device.device);
-    let headers = Headers { id: &id, event_type, source: EVENT_SOURCE, time: &time, subject: &subject };
-    let delivery = producer.send(topic, &device.device.to_string(), &body.to_string(), &headers).await?;
+    let subject = format!(
+        "environments/{}/users/{}/devices/{}",
+        device.environment, device.user, device.device
+    );
+    let headers = Headers {
+        id: &id,
+        event_type,
+        source: EVENT_SOURCE,
+        time: &time,
+        subject: &subject,
+    };
+    let delivery = producer
+        .send(
+            topic,
+            &device.device.to_string(),
+            &body.to_string(),
+            &headers,
+        )
+        .await?;
     match tokio::time::timeout(Duration::from_secs(30), delivery).await {
         Ok(Ok(Ok(_))) => Ok(()),
         Ok(Ok(Err((e, _)))) => Err(e.into()),

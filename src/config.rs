@@ -180,7 +180,10 @@ impl Settings {
 
     fn validate(&self) -> Result<(), ConfigError> {
         fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
-            ConfigError::Invalid { key, message: message.into() }
+            ConfigError::Invalid {
+                key,
+                message: message.into(),
+            }
         }
         let k = &self.kafka;
         if k.brokers.trim().is_empty() {
@@ -191,7 +194,10 @@ impl Settings {
         }
         let protocols = ["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"];
         if !protocols.contains(&k.security_protocol.to_ascii_lowercase().as_str()) {
-            return Err(invalid("kafka.security_protocol", format!("must be one of {protocols:?}")));
+            return Err(invalid(
+                "kafka.security_protocol",
+                format!("must be one of {protocols:?}"),
+            ));
         }
         if k.partitions < 1 {
             return Err(invalid("kafka.partitions", "must be at least 1"));
@@ -204,7 +210,10 @@ impl Settings {
         }
         let mechanisms = ["", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"];
         if !mechanisms.contains(&k.sasl.mechanism.as_str()) {
-            return Err(invalid("kafka.sasl.mechanism", format!("must be one of {mechanisms:?}")));
+            return Err(invalid(
+                "kafka.sasl.mechanism",
+                format!("must be one of {mechanisms:?}"),
+            ));
         }
         for (key, topic) in [
             ("kafka.topics.requests", &k.topics.requests),
@@ -226,7 +235,10 @@ impl Settings {
         }
         let prefix_ok = |c: char| c.is_ascii_alphanumeric() || "._-:".contains(c);
         if self.redis.key_prefix.is_empty() || !self.redis.key_prefix.chars().all(prefix_ok) {
-            return Err(invalid("redis.key_prefix", "must be non-empty [A-Za-z0-9._:-]"));
+            return Err(invalid(
+                "redis.key_prefix",
+                "must be non-empty [A-Za-z0-9._:-]",
+            ));
         }
         if self.redis.command_timeout.is_zero() {
             return Err(invalid("redis.command_timeout", "must be positive"));
@@ -313,14 +325,21 @@ fn write_toml_table(out: &mut String, path: &str, value: &serde_json::Value) {
     }
     for (key, v) in map {
         if v.is_object() {
-            let child = if path.is_empty() { toml_key(key) } else { format!("{path}.{}", toml_key(key)) };
+            let child = if path.is_empty() {
+                toml_key(key)
+            } else {
+                format!("{path}.{}", toml_key(key))
+            };
             write_toml_table(out, &child, v);
         }
     }
 }
 
 fn toml_key(key: &str) -> String {
-    if key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+    if key
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
         key.to_string()
     } else {
         format!("{:?}", key)
@@ -330,7 +349,10 @@ fn toml_key(key: &str) -> String {
 /// librdkafka properties that carry secrets.
 pub fn is_secret_property(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
-    key.contains("password") || key.contains("secret") || key.ends_with(".key.pem") || key.contains("token")
+    key.contains("password")
+        || key.contains("secret")
+        || key.ends_with(".key.pem")
+        || key.contains("token")
 }
 
 #[cfg(test)]
@@ -338,7 +360,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -380,7 +405,13 @@ mod tests {
         )
         .unwrap();
         let s = Settings::load_from(Some(&path), env(&[])).unwrap();
-        assert_eq!(s.kafka.properties.get("ssl.ca.location").map(String::as_str), Some("/etc/ca.pem"));
+        assert_eq!(
+            s.kafka
+                .properties
+                .get("ssl.ca.location")
+                .map(String::as_str),
+            Some("/etc/ca.pem")
+        );
         let printed = s.to_redacted_toml();
         assert!(!printed.contains("s3cr3t"), "{printed}");
         assert!(printed.contains("/etc/ca.pem"), "{printed}");
@@ -388,11 +419,14 @@ mod tests {
 
     #[test]
     fn invalid_setting_names_its_key() {
-        let err = Settings::load_from(None, env(&[("DEVICE_LOGS__REDIS__URL", "http://x")])).unwrap_err();
+        let err =
+            Settings::load_from(None, env(&[("DEVICE_LOGS__REDIS__URL", "http://x")])).unwrap_err();
         assert!(err.to_string().contains("redis.url"), "{err}");
-        let err = Settings::load_from(None, env(&[("DEVICE_LOGS__LOGS__TTL", "soon")])).unwrap_err();
+        let err =
+            Settings::load_from(None, env(&[("DEVICE_LOGS__LOGS__TTL", "soon")])).unwrap_err();
         assert!(err.to_string().contains("ttl"), "{err}");
-        let err = Settings::load_from(None, env(&[("DEVICE_LOGS__KAFKA__TOPICS__STATUS", "a b")])).unwrap_err();
+        let err = Settings::load_from(None, env(&[("DEVICE_LOGS__KAFKA__TOPICS__STATUS", "a b")]))
+            .unwrap_err();
         assert!(err.to_string().contains("kafka.topics.status"), "{err}");
     }
 
@@ -402,7 +436,10 @@ mod tests {
             None,
             env(&[
                 ("DEVICE_LOGS__REDIS__PASSWORD", "redis-pw-1"),
-                ("DEVICE_LOGS__REDIS__URL", "rediss://user:url-pw-2@redis.example:6380/0"),
+                (
+                    "DEVICE_LOGS__REDIS__URL",
+                    "rediss://user:url-pw-2@redis.example:6380/0",
+                ),
                 ("DEVICE_LOGS__KAFKA__SASL__PASSWORD", "sasl-pw-3"),
             ]),
         )

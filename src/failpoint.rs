@@ -12,7 +12,9 @@ const VARIABLE: &str = "DEVICE_LOGS_FAILPOINT";
 
 fn armed() -> Option<&'static str> {
     static ARMED: OnceLock<Option<String>> = OnceLock::new();
-    ARMED.get_or_init(|| std::env::var(VARIABLE).ok().filter(|v| !v.is_empty())).as_deref()
+    ARMED
+        .get_or_init(|| std::env::var(VARIABLE).ok().filter(|v| !v.is_empty()))
+        .as_deref()
 }
 
 /// Parks the calling task forever if failpoint `name` is armed.

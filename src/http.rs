@@ -40,7 +40,12 @@ fn now_secs() -> i64 {
 }
 
 impl Health {
-    pub fn new(metrics: Metrics, store: RedisStore, producer: EventProducer, joined: Arc<AtomicBool>) -> Self {
+    pub fn new(
+        metrics: Metrics,
+        store: RedisStore,
+        producer: EventProducer,
+        joined: Arc<AtomicBool>,
+    ) -> Self {
         Health {
             metrics,
             store,
@@ -61,27 +66,44 @@ impl Health {
 
     fn hung_loops(&self) -> Vec<&'static str> {
         let now = now_secs();
-        [("consumer", &self.consumer_beat), ("maintenance", &self.maintenance_beat)]
-            .into_iter()
-            .filter(|(_, beat)| now - beat.load(Ordering::Relaxed) > STALE_AFTER_SECS)
-            .map(|(name, _)| name)
-            .collect()
+        [
+            ("consumer", &self.consumer_beat),
+            ("maintenance", &self.maintenance_beat),
+        ]
+        .into_iter()
+        .filter(|(_, beat)| now - beat.load(Ordering::Relaxed) > STALE_AFTER_SECS)
+        .map(|(name, _)| name)
+        .collect()
     }
 }
 
-pub async fn serve(listener: tokio::net::TcpListener, health: Arc<Health>, token: CancellationToken) {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    health: Arc<Health>,
+    token: CancellationToken,
+) {
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
         .with_state(health);
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(token.cancelled_owned()).await {
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(token.cancelled_owned())
+        .await
+    {
         tracing::error!(error = %e, "http server failed");
     }
 }
 
 async fn metrics(State(health): State<Arc<Health>>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], health.metrics.render()).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        health.metrics.render(),
+    )
+        .into_response()
 }
 
 async fn livez(State(health): State<Arc<Health>>) -> Response {
@@ -89,25 +111,45 @@ async fn livez(State(health): State<Arc<Health>>) -> Response {
     if hung.is_empty() {
         (StatusCode::OK, Json(json!({"status": "alive"}))).into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "hung", "loops": hung}))).into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "hung", "loops": hung})),
+        )
+            .into_response()
     }
 }
 
 async fn readyz(State(health): State<Arc<Health>>) -> Response {
-    let redis = matches!(tokio::time::timeout(CHECK_TIMEOUT, health.store.ping()).await, Ok(Ok(())));
+    let redis = matches!(
+        tokio::time::timeout(CHECK_TIMEOUT, health.store.ping()).await,
+        Ok(Ok(()))
+    );
     let producer = health.producer.clone();
-    let kafka = tokio::task::spawn_blocking(move || producer.reachable(CHECK_TIMEOUT)).await.unwrap_or(false);
+    let kafka = tokio::task::spawn_blocking(move || producer.reachable(CHECK_TIMEOUT))
+        .await
+        .unwrap_or(false);
     let group = health.joined.load(Ordering::Relaxed);
     let checks = json!({"redis": redis, "kafka": kafka, "consumer_group": group});
     if redis && kafka && group {
-        (StatusCode::OK, Json(json!({"status": "ready", "checks": checks}))).into_response()
+        (
+            StatusCode::OK,
+            Json(json!({"status": "ready", "checks": checks})),
+        )
+            .into_response()
     } else {
-        let failed: Vec<&str> = [("redis", redis), ("kafka", kafka), ("consumer_group", group)]
-            .into_iter()
-            .filter(|(_, ok)| !ok)
-            .map(|(name, _)| name)
-            .collect();
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "not_ready", "failed": failed, "checks": checks})))
+        let failed: Vec<&str> = [
+            ("redis", redis),
+            ("kafka", kafka),
+            ("consumer_group", group),
+        ]
+        .into_iter()
+        .filter(|(_, ok)| !ok)
+        .map(|(name, _)| name)
+        .collect();
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "not_ready", "failed": failed, "checks": checks})),
+        )
             .into_response()
     }
 }

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::domain::{Reason, Status};
@@ -25,7 +25,13 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    const ALL: [Outcome; 5] = [Outcome::Applied, Outcome::Duplicate, Outcome::Stale, Outcome::DeadLetter, Outcome::Retried];
+    const ALL: [Outcome; 5] = [
+        Outcome::Applied,
+        Outcome::Duplicate,
+        Outcome::Stale,
+        Outcome::DeadLetter,
+        Outcome::Retried,
+    ];
 
     fn as_str(self) -> &'static str {
         match self {
@@ -40,11 +46,23 @@ impl Outcome {
 
 /// Buckets from a millisecond to a minute: input handling is milliseconds
 /// when healthy and seconds to minutes when Redis or Kafka struggle.
-const LATENCY_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
 /// Buckets for delays measured from a producer's or the clock's timestamp.
-const DELAY_BUCKETS: &[f64] = &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0];
+const DELAY_BUCKETS: &[f64] = &[
+    0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
+];
 
-pub const REDIS_OPERATIONS: [&str; 7] = ["load", "apply", "sweep", "outbox_claim", "outbox_ack", "sample", "ping"];
+pub const REDIS_OPERATIONS: [&str; 7] = [
+    "load",
+    "apply",
+    "sweep",
+    "outbox_claim",
+    "outbox_ack",
+    "sample",
+    "ping",
+];
 pub const REDIS_ERROR_KINDS: [&str; 3] = ["connection", "timeout", "response"];
 pub const KAFKA_ERROR_KINDS: [&str; 5] = ["consume", "produce", "commit", "store", "admin"];
 pub const REBALANCE_KINDS: [&str; 3] = ["assign", "revoke", "error"];
@@ -92,45 +110,97 @@ impl Metrics {
     pub fn new(input_topics: &[&str], output_topics: &[&str]) -> Self {
         let registry = Registry::new();
         let counter = |name: &str, help: &str, labels: &[&str]| {
-            let c = IntCounterVec::new(Opts::new(name, help).namespace("device_logs"), labels).expect("valid metric");
-            registry.register(Box::new(c.clone())).expect("unique metric");
+            let c = IntCounterVec::new(Opts::new(name, help).namespace("device_logs"), labels)
+                .expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
             c
         };
         let histogram = |name: &str, help: &str, buckets: &[f64]| {
-            let h = Histogram::with_opts(HistogramOpts::new(name, help).namespace("device_logs").buckets(buckets.to_vec()))
-                .expect("valid metric");
-            registry.register(Box::new(h.clone())).expect("unique metric");
+            let h = Histogram::with_opts(
+                HistogramOpts::new(name, help)
+                    .namespace("device_logs")
+                    .buckets(buckets.to_vec()),
+            )
+            .expect("valid metric");
+            registry
+                .register(Box::new(h.clone()))
+                .expect("unique metric");
             h
         };
         let gauge = |name: &str, help: &str| {
-            let g = IntGauge::with_opts(Opts::new(name, help).namespace("device_logs")).expect("valid metric");
-            registry.register(Box::new(g.clone())).expect("unique metric");
+            let g = IntGauge::with_opts(Opts::new(name, help).namespace("device_logs"))
+                .expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
             g
         };
-        let inputs = counter("inputs_total", "Inputs consumed, by topic and outcome.", &["topic", "outcome"]);
-        let transitions = counter("transitions_total", "State transitions applied, by from and to status.", &["from", "to"]);
-        let dead_letters = counter("dead_letters_total", "Inputs dead-lettered, by reason.", &["reason"]);
-        let events_published =
-            counter("events_published_total", "Messages produced, by topic and outcome.", &["topic", "outcome"]);
+        let inputs = counter(
+            "inputs_total",
+            "Inputs consumed, by topic and outcome.",
+            &["topic", "outcome"],
+        );
+        let transitions = counter(
+            "transitions_total",
+            "State transitions applied, by from and to status.",
+            &["from", "to"],
+        );
+        let dead_letters = counter(
+            "dead_letters_total",
+            "Inputs dead-lettered, by reason.",
+            &["reason"],
+        );
+        let events_published = counter(
+            "events_published_total",
+            "Messages produced, by topic and outcome.",
+            &["topic", "outcome"],
+        );
         let processing = histogram(
             "processing_duration_seconds",
             "Time from an input being received to its offset being stored.",
             LATENCY_BUCKETS,
         );
-        let event_lag =
-            histogram("event_lag_seconds", "Time from an input's own timestamp to its event being published.", DELAY_BUCKETS);
-        let expiry_delay =
-            histogram("expiry_delay_seconds", "Time from a request's deadline to its EXPIRED event being published.", DELAY_BUCKETS);
-        let pending = gauge("pending_requests", "PENDING requests, sampled from the deadline index.");
-        let outbox_depth = gauge("outbox_depth", "Events written to Redis and not yet acknowledged by the broker.");
+        let event_lag = histogram(
+            "event_lag_seconds",
+            "Time from an input's own timestamp to its event being published.",
+            DELAY_BUCKETS,
+        );
+        let expiry_delay = histogram(
+            "expiry_delay_seconds",
+            "Time from a request's deadline to its EXPIRED event being published.",
+            DELAY_BUCKETS,
+        );
+        let pending = gauge(
+            "pending_requests",
+            "PENDING requests, sampled from the deadline index.",
+        );
+        let outbox_depth = gauge(
+            "outbox_depth",
+            "Events written to Redis and not yet acknowledged by the broker.",
+        );
         let consumer_lag = IntGaugeVec::new(
-            Opts::new("consumer_lag", "Consumer lag in messages, from librdkafka statistics.").namespace("device_logs"),
+            Opts::new(
+                "consumer_lag",
+                "Consumer lag in messages, from librdkafka statistics.",
+            )
+            .namespace("device_logs"),
             &["topic", "partition"],
         )
         .expect("valid metric");
-        registry.register(Box::new(consumer_lag.clone())).expect("unique metric");
-        let rebalances = counter("rebalances_total", "Consumer group rebalances, by kind.", &["kind"]);
-        let assigned = gauge("assigned_partitions", "Partitions currently assigned to this worker.");
+        registry
+            .register(Box::new(consumer_lag.clone()))
+            .expect("unique metric");
+        let rebalances = counter(
+            "rebalances_total",
+            "Consumer group rebalances, by kind.",
+            &["kind"],
+        );
+        let assigned = gauge(
+            "assigned_partitions",
+            "Partitions currently assigned to this worker.",
+        );
         let redis_duration = HistogramVec::new(
             HistogramOpts::new("redis_duration_seconds", "Redis round trips, by operation.")
                 .namespace("device_logs")
@@ -138,19 +208,35 @@ impl Metrics {
             &["operation"],
         )
         .expect("valid metric");
-        registry.register(Box::new(redis_duration.clone())).expect("unique metric");
+        registry
+            .register(Box::new(redis_duration.clone()))
+            .expect("unique metric");
         let redis_errors = counter("redis_errors_total", "Redis errors, by kind.", &["kind"]);
-        let kafka_errors = counter("kafka_errors_total", "Kafka client errors, by kind.", &["kind"]);
+        let kafka_errors = counter(
+            "kafka_errors_total",
+            "Kafka client errors, by kind.",
+            &["kind"],
+        );
         let build_info = IntGaugeVec::new(
-            Opts::new("build_info", "Build of the running worker; always 1.").namespace("device_logs"),
+            Opts::new("build_info", "Build of the running worker; always 1.")
+                .namespace("device_logs"),
             &["version", "revision"],
         )
         .expect("valid metric");
-        registry.register(Box::new(build_info.clone())).expect("unique metric");
-        build_info.with_label_values(&[env!("CARGO_PKG_VERSION"), option_env!("DEVICE_LOGS_REVISION").unwrap_or("unknown")]).set(1);
+        registry
+            .register(Box::new(build_info.clone()))
+            .expect("unique metric");
+        build_info
+            .with_label_values(&[
+                env!("CARGO_PKG_VERSION"),
+                option_env!("DEVICE_LOGS_REVISION").unwrap_or("unknown"),
+            ])
+            .set(1);
         #[cfg(target_os = "linux")]
         {
-            let _ = registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()));
+            let _ = registry.register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ));
         }
 
         for topic in input_topics {
@@ -158,8 +244,17 @@ impl Metrics {
                 inputs.with_label_values(&[topic, outcome.as_str()]);
             }
         }
-        let statuses = [Some(Status::Pending), Some(Status::Received), Some(Status::Expired)];
-        for from in [None, Some(Status::Pending), Some(Status::Received), Some(Status::Expired)] {
+        let statuses = [
+            Some(Status::Pending),
+            Some(Status::Received),
+            Some(Status::Expired),
+        ];
+        for from in [
+            None,
+            Some(Status::Pending),
+            Some(Status::Received),
+            Some(Status::Expired),
+        ] {
             for to in statuses {
                 transitions.with_label_values(&[Status::label(from), Status::label(to)]);
             }
@@ -212,19 +307,31 @@ impl Metrics {
     }
 
     pub fn input(&self, topic: &str, outcome: Outcome) {
-        self.0.inputs.with_label_values(&[topic, outcome.as_str()]).inc();
+        self.0
+            .inputs
+            .with_label_values(&[topic, outcome.as_str()])
+            .inc();
     }
 
     pub fn transition(&self, from: Option<Status>, to: Status) {
-        self.0.transitions.with_label_values(&[Status::label(from), Status::label(Some(to))]).inc();
+        self.0
+            .transitions
+            .with_label_values(&[Status::label(from), Status::label(Some(to))])
+            .inc();
     }
 
     pub fn dead_letter(&self, reason: Reason) {
-        self.0.dead_letters.with_label_values(&[reason.as_str()]).inc();
+        self.0
+            .dead_letters
+            .with_label_values(&[reason.as_str()])
+            .inc();
     }
 
     pub fn published(&self, topic: &str, ok: bool) {
-        self.0.events_published.with_label_values(&[topic, if ok { "ok" } else { "error" }]).inc();
+        self.0
+            .events_published
+            .with_label_values(&[topic, if ok { "ok" } else { "error" }])
+            .inc();
     }
 
     pub fn processing(&self, elapsed: Duration) {
@@ -240,16 +347,26 @@ impl Metrics {
     }
 
     pub fn set_counts(&self, pending: u64, outbox: u64) {
-        self.0.pending.set(i64::try_from(pending).unwrap_or(i64::MAX));
-        self.0.outbox_depth.set(i64::try_from(outbox).unwrap_or(i64::MAX));
+        self.0
+            .pending
+            .set(i64::try_from(pending).unwrap_or(i64::MAX));
+        self.0
+            .outbox_depth
+            .set(i64::try_from(outbox).unwrap_or(i64::MAX));
     }
 
     pub fn consumer_lag(&self, topic: &str, partition: i32, lag: i64) {
-        self.0.consumer_lag.with_label_values(&[topic, &partition.to_string()]).set(lag.max(0));
+        self.0
+            .consumer_lag
+            .with_label_values(&[topic, &partition.to_string()])
+            .set(lag.max(0));
     }
 
     pub fn forget_consumer_lag(&self, topic: &str, partition: i32) {
-        let _ = self.0.consumer_lag.remove_label_values(&[topic, &partition.to_string()]);
+        let _ = self
+            .0
+            .consumer_lag
+            .remove_label_values(&[topic, &partition.to_string()]);
     }
 
     pub fn rebalance(&self, kind: &'static str) {
@@ -257,17 +374,25 @@ impl Metrics {
     }
 
     pub fn set_assigned(&self, partitions: usize) {
-        self.0.assigned.set(i64::try_from(partitions).unwrap_or(i64::MAX));
+        self.0
+            .assigned
+            .set(i64::try_from(partitions).unwrap_or(i64::MAX));
     }
 
     pub fn redis_duration(&self, operation: &'static str, elapsed: Duration) {
-        self.0.redis_duration.with_label_values(&[operation]).observe(elapsed.as_secs_f64());
+        self.0
+            .redis_duration
+            .with_label_values(&[operation])
+            .observe(elapsed.as_secs_f64());
     }
 
     pub fn redis_error(&self, error: &redis::RedisError) {
         let kind = if error.is_timeout() {
             "timeout"
-        } else if error.is_io_error() || error.is_connection_dropped() || error.is_connection_refusal() {
+        } else if error.is_io_error()
+            || error.is_connection_dropped()
+            || error.is_connection_refusal()
+        {
             "connection"
         } else {
             "response"

@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::domain::{self, timestamp, Detail, DeviceRef, LogRequest, LogsUploaded, Record, Rejection, Transition};
+use crate::domain::{
+    self, timestamp, Detail, DeviceRef, LogRequest, LogsUploaded, Record, Rejection, Transition,
+};
 
 pub const LOG_REQUEST_SCHEMA: &str = include_str!("../schemas/log-request.schema.json");
 pub const LOGS_UPLOADED_SCHEMA: &str = include_str!("../schemas/logs-uploaded.schema.json");
@@ -43,12 +45,17 @@ impl Kind {
     }
 
     fn validator(self) -> &'static jsonschema::Validator {
-        static CELLS: [OnceLock<jsonschema::Validator>; 4] =
-            [OnceLock::new(), OnceLock::new(), OnceLock::new(), OnceLock::new()];
+        static CELLS: [OnceLock<jsonschema::Validator>; 4] = [
+            OnceLock::new(),
+            OnceLock::new(),
+            OnceLock::new(),
+            OnceLock::new(),
+        ];
         CELLS[self as usize].get_or_init(|| {
             // The schemas are part of the binary and covered by tests: failing
             // to compile one is a build defect, not a runtime condition.
-            let schema: Value = serde_json::from_str(self.schema_text()).expect("embedded schema is JSON");
+            let schema: Value =
+                serde_json::from_str(self.schema_text()).expect("embedded schema is JSON");
             jsonschema::options()
                 .with_draft(jsonschema::Draft::Draft202012)
                 .should_validate_formats(true)
@@ -63,7 +70,11 @@ impl Kind {
             .iter_errors(instance)
             .take(10)
             .map(|e| Detail {
-                code: if e.to_string().contains("is a required property") { "REQUIRED_VALUE" } else { "INVALID_VALUE" },
+                code: if e.to_string().contains("is a required property") {
+                    "REQUIRED_VALUE"
+                } else {
+                    "INVALID_VALUE"
+                },
                 target: Some(json_pointer_to_target(e.instance_path().as_str())),
                 message: e.to_string(),
             })
@@ -117,7 +128,11 @@ struct LogsUploadedWire {
 
 /// Parses and schema-checks input bytes of `kind`. `max_bytes` is checked
 /// before anything is parsed.
-fn parse_checked<T: for<'de> Deserialize<'de>>(kind: Kind, bytes: &[u8], max_bytes: usize) -> Result<T, Rejection> {
+fn parse_checked<T: for<'de> Deserialize<'de>>(
+    kind: Kind,
+    bytes: &[u8],
+    max_bytes: usize,
+) -> Result<T, Rejection> {
     if bytes.len() > max_bytes {
         return Err(Rejection::malformed(
             "the input is too large",
@@ -131,19 +146,30 @@ fn parse_checked<T: for<'de> Deserialize<'de>>(kind: Kind, bytes: &[u8], max_byt
     let value: Value = serde_json::from_slice(bytes).map_err(|e| {
         Rejection::malformed(
             "the input is not valid JSON",
-            vec![Detail { code: "INVALID_VALUE", target: Some("$".into()), message: e.to_string() }],
+            vec![Detail {
+                code: "INVALID_VALUE",
+                target: Some("$".into()),
+                message: e.to_string(),
+            }],
         )
     })?;
     let violations = kind.violations(&value);
     if !violations.is_empty() {
-        return Err(Rejection::malformed("the input does not match its schema", violations));
+        return Err(Rejection::malformed(
+            "the input does not match its schema",
+            violations,
+        ));
     }
     // The schema has been checked, so this only fails on what JSON Schema
     // cannot say (e.g. a date-time chrono does not accept).
     serde_json::from_value(value).map_err(|e| {
         Rejection::malformed(
             "the input does not match its schema",
-            vec![Detail { code: "INVALID_VALUE", target: Some("$".into()), message: e.to_string() }],
+            vec![Detail {
+                code: "INVALID_VALUE",
+                target: Some("$".into()),
+                message: e.to_string(),
+            }],
         )
     })
 }
@@ -152,7 +178,11 @@ pub fn parse_log_request(bytes: &[u8], max_bytes: usize) -> Result<LogRequest, R
     let w: LogRequestWire = parse_checked(Kind::LogRequest, bytes, max_bytes)?;
     Ok(LogRequest {
         id: w.id,
-        device: DeviceRef { environment: w.environment.id, user: w.user.id, device: w.device.id },
+        device: DeviceRef {
+            environment: w.environment.id,
+            user: w.user.id,
+            device: w.device.id,
+        },
         device_type: w.device.device_type.unwrap_or_default(),
         status: w.status,
         requested_at: w.requested_at,
@@ -163,7 +193,11 @@ pub fn parse_logs_uploaded(bytes: &[u8], max_bytes: usize) -> Result<LogsUploade
     let w: LogsUploadedWire = parse_checked(Kind::LogsUploaded, bytes, max_bytes)?;
     Ok(LogsUploaded {
         id: w.id,
-        device: DeviceRef { environment: w.environment.id, user: w.user.id, device: w.device.id },
+        device: DeviceRef {
+            environment: w.environment.id,
+            user: w.user.id,
+            device: w.device.id,
+        },
         request_id: w.request_id,
         uploaded_at: w.uploaded_at,
     })
@@ -350,20 +384,38 @@ mod tests {
 
     #[test]
     fn every_schema_has_an_id_and_examples_that_validate() {
-        for kind in [Kind::LogRequest, Kind::LogsUploaded, Kind::StatusChanged, Kind::DeadLetter] {
+        for kind in [
+            Kind::LogRequest,
+            Kind::LogsUploaded,
+            Kind::StatusChanged,
+            Kind::DeadLetter,
+        ] {
             let schema: Value = serde_json::from_str(kind.schema_text()).unwrap();
-            assert_eq!(schema["$schema"], "https://json-schema.org/draft/2020-12/schema");
-            assert!(schema["$id"].as_str().is_some_and(|s| s.starts_with("https://")));
+            assert_eq!(
+                schema["$schema"],
+                "https://json-schema.org/draft/2020-12/schema"
+            );
+            assert!(schema["$id"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("https://")));
             let examples = examples(kind);
             assert!(!examples.is_empty(), "{kind:?} has no examples");
             for example in examples {
-                assert_eq!(kind.violations(&example), vec![], "{kind:?} example: {example}");
+                assert_eq!(
+                    kind.violations(&example),
+                    vec![],
+                    "{kind:?} example: {example}"
+                );
             }
         }
     }
 
     fn rejected(kind: Kind, mutate: impl FnOnce(&mut Value)) -> Vec<Detail> {
-        let mut v = if kind == Kind::LogRequest { valid_request() } else { valid_upload() };
+        let mut v = if kind == Kind::LogRequest {
+            valid_request()
+        } else {
+            valid_upload()
+        };
         mutate(&mut v);
         kind.violations(&v)
     }
@@ -372,24 +424,92 @@ mod tests {
     fn one_invalid_example_per_rule_is_rejected() {
         type Mutation = Box<dyn FnOnce(&mut Value)>;
         let cases: Vec<(&str, Kind, Mutation, &str)> = vec![
-            ("missing id", Kind::LogRequest, Box::new(|v| { v.as_object_mut().unwrap().remove("id"); }), "$"),
-            ("id not a uuid", Kind::LogRequest, Box::new(|v| v["id"] = json!("../../etc")), "id"),
-            ("environment id not a uuid", Kind::LogRequest, Box::new(|v| v["environment"]["id"] = json!("x:*")), "environment.id"),
-            ("user id a number", Kind::LogRequest, Box::new(|v| v["user"]["id"] = json!(5)), "user.id"),
-            ("device type missing", Kind::LogRequest, Box::new(|v| { v["device"].as_object_mut().unwrap().remove("type"); }), "device"),
-            ("status empty", Kind::LogRequest, Box::new(|v| v["status"] = json!("")), "status"),
-            ("requestedAt not a date-time", Kind::LogRequest, Box::new(|v| v["requestedAt"] = json!("yesterday")), "requestedAt"),
-            ("unknown property", Kind::LogRequest, Box::new(|v| v["extra"] = json!(1)), "$"),
-            ("upload missing uploadedAt", Kind::LogsUploaded, Box::new(|v| { v.as_object_mut().unwrap().remove("uploadedAt"); }), "$"),
-            ("upload requestId not a uuid", Kind::LogsUploaded, Box::new(|v| v["requestId"] = json!("abc")), "requestId"),
-            ("upload negative size", Kind::LogsUploaded, Box::new(|v| v["logs"]["sizeBytes"] = json!(-1)), "logs.sizeBytes"),
-            ("upload device not an object", Kind::LogsUploaded, Box::new(|v| v["device"] = json!("d")), "device"),
+            (
+                "missing id",
+                Kind::LogRequest,
+                Box::new(|v| {
+                    v.as_object_mut().unwrap().remove("id");
+                }),
+                "$",
+            ),
+            (
+                "id not a uuid",
+                Kind::LogRequest,
+                Box::new(|v| v["id"] = json!("../../etc")),
+                "id",
+            ),
+            (
+                "environment id not a uuid",
+                Kind::LogRequest,
+                Box::new(|v| v["environment"]["id"] = json!("x:*")),
+                "environment.id",
+            ),
+            (
+                "user id a number",
+                Kind::LogRequest,
+                Box::new(|v| v["user"]["id"] = json!(5)),
+                "user.id",
+            ),
+            (
+                "device type missing",
+                Kind::LogRequest,
+                Box::new(|v| {
+                    v["device"].as_object_mut().unwrap().remove("type");
+                }),
+                "device",
+            ),
+            (
+                "status empty",
+                Kind::LogRequest,
+                Box::new(|v| v["status"] = json!("")),
+                "status",
+            ),
+            (
+                "requestedAt not a date-time",
+                Kind::LogRequest,
+                Box::new(|v| v["requestedAt"] = json!("yesterday")),
+                "requestedAt",
+            ),
+            (
+                "unknown property",
+                Kind::LogRequest,
+                Box::new(|v| v["extra"] = json!(1)),
+                "$",
+            ),
+            (
+                "upload missing uploadedAt",
+                Kind::LogsUploaded,
+                Box::new(|v| {
+                    v.as_object_mut().unwrap().remove("uploadedAt");
+                }),
+                "$",
+            ),
+            (
+                "upload requestId not a uuid",
+                Kind::LogsUploaded,
+                Box::new(|v| v["requestId"] = json!("abc")),
+                "requestId",
+            ),
+            (
+                "upload negative size",
+                Kind::LogsUploaded,
+                Box::new(|v| v["logs"]["sizeBytes"] = json!(-1)),
+                "logs.sizeBytes",
+            ),
+            (
+                "upload device not an object",
+                Kind::LogsUploaded,
+                Box::new(|v| v["device"] = json!("d")),
+                "device",
+            ),
         ];
         for (name, kind, mutate, target) in cases {
             let violations = rejected(kind, mutate);
             assert!(!violations.is_empty(), "{name}: accepted");
             assert!(
-                violations.iter().any(|d| d.target.as_deref() == Some(target)),
+                violations
+                    .iter()
+                    .any(|d| d.target.as_deref() == Some(target)),
                 "{name}: targets {:?}",
                 violations.iter().map(|d| &d.target).collect::<Vec<_>>()
             );
@@ -406,16 +526,32 @@ mod tests {
         assert_eq!(oversize.details[0].code, "SIZE_LIMIT_EXCEEDED");
         let not_json = parse_logs_uploaded(b"\xff{", 65536).unwrap_err();
         assert_eq!(not_json.reason, Reason::Malformed);
-        let upload = parse_logs_uploaded(&serde_json::to_vec(&valid_upload()).unwrap(), 65536).unwrap();
+        let upload =
+            parse_logs_uploaded(&serde_json::to_vec(&valid_upload()).unwrap(), 65536).unwrap();
         assert!(upload.request_id.is_some());
         // What the CLI publishes parses back to the same input.
-        assert_eq!(parse_log_request(&serde_json::to_vec(&log_request_json(&request)).unwrap(), 65536).unwrap(), request);
-        assert_eq!(parse_logs_uploaded(&serde_json::to_vec(&logs_uploaded_json(&upload)).unwrap(), 65536).unwrap(), upload);
+        assert_eq!(
+            parse_log_request(
+                &serde_json::to_vec(&log_request_json(&request)).unwrap(),
+                65536
+            )
+            .unwrap(),
+            request
+        );
+        assert_eq!(
+            parse_logs_uploaded(
+                &serde_json::to_vec(&logs_uploaded_json(&upload)).unwrap(),
+                65536
+            )
+            .unwrap(),
+            upload
+        );
     }
 
     #[test]
     fn built_events_and_dead_letters_match_their_schemas() {
-        let request = parse_log_request(&serde_json::to_vec(&valid_request()).unwrap(), 65536).unwrap();
+        let request =
+            parse_log_request(&serde_json::to_vec(&valid_request()).unwrap(), 65536).unwrap();
         let record = Record {
             device: request.device,
             request_id: request.id,
@@ -426,9 +562,18 @@ mod tests {
             sequence: 1,
             causation_id: request.id,
         };
-        let event = status_changed(&Transition { previous: None, record: record.clone() }, "https://api.example.com/v1");
+        let event = status_changed(
+            &Transition {
+                previous: None,
+                record: record.clone(),
+            },
+            "https://api.example.com/v1",
+        );
         assert_eq!(Kind::StatusChanged.violations(&event), vec![]);
-        assert!(event["_links"]["self"]["href"].as_str().unwrap().ends_with("/logs"));
+        assert!(event["_links"]["self"]["href"]
+            .as_str()
+            .unwrap()
+            .ends_with("/logs"));
         let bad = Rejection::invalid("device.type", "only MOBILE");
         for payload in [&b"{\"a\":1}"[..], &b"\xff\xfe"[..]] {
             let origin = InputOrigin {

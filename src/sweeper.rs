@@ -52,11 +52,24 @@ pub async fn run(
                 }
             }
         }
-        match engine.store.claim_outbox(engine.clock.now(), OUTBOX_CLAIM_LIMIT).await {
+        match engine
+            .store
+            .claim_outbox(engine.clock.now(), OUTBOX_CLAIM_LIMIT)
+            .await
+        {
             Ok(events) if !events.is_empty() => {
-                tracing::info!(events = events.len(), "re-publishing outbox events past their lease");
-                let publications =
-                    events.into_iter().map(|event| Publication { event, stamped_at: None, deadline: None }).collect();
+                tracing::info!(
+                    events = events.len(),
+                    "re-publishing outbox events past their lease"
+                );
+                let publications = events
+                    .into_iter()
+                    .map(|event| Publication {
+                        event,
+                        stamped_at: None,
+                        deadline: None,
+                    })
+                    .collect();
                 publisher.publish(publications).await;
             }
             Ok(_) => {}
@@ -71,14 +84,21 @@ pub async fn run(
 
 /// One pass over every shard's due deadlines. Returns whether some shard
 /// had more due than one batch.
-async fn sweep(engine: &Engine, publisher: &Publisher, metrics: &Metrics, limit: usize) -> Result<bool, EngineError> {
+async fn sweep(
+    engine: &Engine,
+    publisher: &Publisher,
+    metrics: &Metrics,
+    limit: usize,
+) -> Result<bool, EngineError> {
     let now = engine.clock.now();
     let due = engine.store.due_deadlines(now, limit).await?;
     if due.is_empty() {
         return Ok(false);
     }
     let full = due.len() >= limit;
-    let (devices, garbage): (Vec<_>, Vec<_>) = due.into_iter().partition(|m| parse_device_member(m).is_some());
+    let (devices, garbage): (Vec<_>, Vec<_>) = due
+        .into_iter()
+        .partition(|m| parse_device_member(m).is_some());
     let inputs: Vec<Input> = devices
         .iter()
         .filter_map(|m| parse_device_member(m))

@@ -86,26 +86,38 @@ fn decide_request(
     if request.device_type != MOBILE {
         return Decision::Reject(Rejection::invalid(
             "device.type",
-            format!("only MOBILE devices can be asked for logs, got {}", request.device_type),
+            format!(
+                "only MOBILE devices can be asked for logs, got {}",
+                request.device_type
+            ),
         ));
     }
     if request.status != PENDING_LITERAL {
         return Decision::Reject(Rejection::invalid(
             "status",
-            format!("a log request must have status PENDING, got {}", request.status),
+            format!(
+                "a log request must have status PENDING, got {}",
+                request.status
+            ),
         ));
     }
     if request.requested_at > now + policy.max_clock_skew {
         return Decision::Reject(Rejection::invalid(
             "requestedAt",
-            format!("requestedAt {} is in the future", timestamp(request.requested_at)),
+            format!(
+                "requestedAt {} is in the future",
+                timestamp(request.requested_at)
+            ),
         ));
     }
     let expires_at = request.requested_at + policy.ttl;
     if expires_at <= now {
         return Decision::Reject(Rejection::invalid(
             "requestedAt",
-            format!("the request expired at {} before it was applied", timestamp(expires_at)),
+            format!(
+                "the request expired at {} before it was applied",
+                timestamp(expires_at)
+            ),
         ));
     }
     if let Some(record) = current {
@@ -137,11 +149,16 @@ fn decide_upload(
     if upload.uploaded_at > now + policy.max_clock_skew {
         return Decision::Reject(Rejection::invalid(
             "uploadedAt",
-            format!("uploadedAt {} is in the future", timestamp(upload.uploaded_at)),
+            format!(
+                "uploadedAt {} is in the future",
+                timestamp(upload.uploaded_at)
+            ),
         ));
     }
     let Some(record) = current.filter(|r| r.status == Status::Pending) else {
-        return Decision::Reject(Rejection::no_pending("the device has no PENDING log request"));
+        return Decision::Reject(Rejection::no_pending(
+            "the device has no PENDING log request",
+        ));
     };
     if upload.request_id.is_some_and(|id| id != record.request_id) {
         return Decision::Reject(Rejection::no_pending(format!(
@@ -177,7 +194,9 @@ fn decide_upload(
 
 fn decide_expiry(current: Option<&Record>, now: DateTime<Utc>) -> Decision {
     match current {
-        Some(record) if record.status == Status::Pending && record.expires_at.is_some_and(|at| at <= now) =>
+        Some(record)
+            if record.status == Status::Pending
+                && record.expires_at.is_some_and(|at| at <= now) =>
         {
             Decision::Transition(Transition {
                 previous: Some(Status::Pending),

@@ -88,7 +88,10 @@ impl Record {
 
 /// Id of the dead letter of the input at (topic, partition, offset).
 pub fn dead_letter_id(topic: &str, partition: i32, offset: i64) -> Uuid {
-    Uuid::new_v5(&ID_NAMESPACE, format!("dead-letter/{topic}/{partition}/{offset}").as_bytes())
+    Uuid::new_v5(
+        &ID_NAMESPACE,
+        format!("dead-letter/{topic}/{partition}/{offset}").as_bytes(),
+    )
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -208,11 +211,19 @@ impl Rejection {
         Rejection {
             reason: Reason::NoPendingRequest,
             message: "no pending log request for this upload".into(),
-            details: vec![Detail { code: "NO_PENDING_REQUEST", target: None, message: message.into() }],
+            details: vec![Detail {
+                code: "NO_PENDING_REQUEST",
+                target: None,
+                message: message.into(),
+            }],
         }
     }
 
     pub fn malformed(message: impl Into<String>, details: Vec<Detail>) -> Self {
-        Rejection { reason: Reason::Malformed, message: message.into(), details }
+        Rejection {
+            reason: Reason::Malformed,
+            message: message.into(),
+            details,
+        }
     }
 }

@@ -11,13 +11,21 @@ use crate::config::KafkaSettings;
 /// Creates the requests, uploads, status and dead-letter topics. Topics that
 /// exist already are left as they are, so running it again is harmless.
 /// Returns (topic, created?) per topic.
-pub async fn create_topics(settings: &KafkaSettings) -> Result<Vec<(String, bool)>, rdkafka::error::KafkaError> {
+pub async fn create_topics(
+    settings: &KafkaSettings,
+) -> Result<Vec<(String, bool)>, rdkafka::error::KafkaError> {
     let admin: AdminClient<DefaultClientContext> = super::client_config(settings).create()?;
     let t = &settings.topics;
     let names = [&t.requests, &t.uploads, &t.status, &t.dead_letters];
     let topics: Vec<NewTopic<'_>> = names
         .iter()
-        .map(|name| NewTopic::new(name, settings.partitions, TopicReplication::Fixed(settings.replication_factor)))
+        .map(|name| {
+            NewTopic::new(
+                name,
+                settings.partitions,
+                TopicReplication::Fixed(settings.replication_factor),
+            )
+        })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = admin.create_topics(&topics, &options).await?;

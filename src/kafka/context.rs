@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use rdkafka::client::ClientContext;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::error::KafkaError;
 use rdkafka::statistics::Statistics;
 use rdkafka::TopicPartitionList;
@@ -58,7 +60,9 @@ impl ConsumerContext for WorkerContext {
             Rebalance::Revoke(partitions) => {
                 self.metrics.rebalance("revoke");
                 match consumer.commit_consumer_state(CommitMode::Sync) {
-                    Ok(()) | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+                    Ok(())
+                    | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) =>
+                        {}
                     Err(e) => {
                         self.metrics.kafka_error("commit");
                         tracing::warn!(error = %e, partitions = partitions.count(), "commit on revoke failed");
@@ -83,9 +87,14 @@ impl ConsumerContext for WorkerContext {
         self.metrics.set_assigned(assigned);
     }
 
-    fn commit_callback(&self, result: rdkafka::error::KafkaResult<()>, _offsets: &TopicPartitionList) {
+    fn commit_callback(
+        &self,
+        result: rdkafka::error::KafkaResult<()>,
+        _offsets: &TopicPartitionList,
+    ) {
         match result {
-            Ok(()) | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+            Ok(())
+            | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
             Err(e) => {
                 self.metrics.kafka_error("commit");
                 tracing::warn!(error = %e, "offset commit failed");
@@ -95,5 +104,9 @@ impl ConsumerContext for WorkerContext {
 }
 
 fn describe(tpl: &TopicPartitionList) -> String {
-    tpl.elements().iter().map(|e| format!("{}/{}", e.topic(), e.partition())).collect::<Vec<_>>().join(",")
+    tpl.elements()
+        .iter()
+        .map(|e| format!("{}/{}", e.topic(), e.partition()))
+        .collect::<Vec<_>>()
+        .join(",")
 }

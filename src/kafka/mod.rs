@@ -20,7 +20,10 @@ pub fn client_config(settings: &KafkaSettings) -> ClientConfig {
     config
         .set("bootstrap.servers", &settings.brokers)
         .set("client.id", &settings.client_id)
-        .set("security.protocol", settings.security_protocol.to_ascii_lowercase());
+        .set(
+            "security.protocol",
+            settings.security_protocol.to_ascii_lowercase(),
+        );
     if !settings.sasl.mechanism.is_empty() {
         config
             .set("sasl.mechanism", &settings.sasl.mechanism)

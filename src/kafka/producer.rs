@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::error::KafkaError;
 
 use crate::config::KafkaSettings;
 
@@ -31,9 +31,15 @@ impl Headers<'_> {
             ("ce_subject", self.subject),
             ("content-type", "application/json"),
         ];
-        pairs.iter().fold(OwnedHeaders::new_with_capacity(pairs.len()), |h, (key, value)| {
-            h.insert(Header { key, value: Some(*value) })
-        })
+        pairs.iter().fold(
+            OwnedHeaders::new_with_capacity(pairs.len()),
+            |h, (key, value)| {
+                h.insert(Header {
+                    key,
+                    value: Some(*value),
+                })
+            },
+        )
     }
 }
 
@@ -44,15 +50,26 @@ pub struct EventProducer {
 
 impl EventProducer {
     pub fn new(settings: &KafkaSettings) -> Result<Self, KafkaError> {
-        Ok(EventProducer { producer: super::producer_config(settings).create()? })
+        Ok(EventProducer {
+            producer: super::producer_config(settings).create()?,
+        })
     }
 
     /// Enqueues one message and returns the future of its delivery report.
     /// Enqueueing is synchronous, so messages keep the order of the calls;
     /// a full local queue is waited out, not reported.
-    pub async fn send(&self, topic: &str, key: &str, payload: &str, headers: &Headers<'_>) -> Result<DeliveryFuture, KafkaError> {
+    pub async fn send(
+        &self,
+        topic: &str,
+        key: &str,
+        payload: &str,
+        headers: &Headers<'_>,
+    ) -> Result<DeliveryFuture, KafkaError> {
         loop {
-            let record = FutureRecord::to(topic).key(key).payload(payload).headers(headers.to_kafka());
+            let record = FutureRecord::to(topic)
+                .key(key)
+                .payload(payload)
+                .headers(headers.to_kafka());
             match self.producer.send_result(record) {
                 Ok(delivery) => return Ok(delivery),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {

@@ -27,7 +27,10 @@ pub struct Keys {
 
 impl Keys {
     pub fn new(prefix: &str, shards: u16) -> Self {
-        Keys { prefix: prefix.to_string(), shards: shards.max(1) }
+        Keys {
+            prefix: prefix.to_string(),
+            shards: shards.max(1),
+        }
     }
 
     pub fn shards(&self) -> u16 {
@@ -51,7 +54,11 @@ impl Keys {
     }
 
     pub fn record(&self, device: &DeviceRef) -> String {
-        format!("{}:rec:{}", self.base(self.shard_of(device)), device_member(device))
+        format!(
+            "{}:rec:{}",
+            self.base(self.shard_of(device)),
+            device_member(device)
+        )
     }
 
     pub fn seen(&self, device: &DeviceRef, input_id: Uuid) -> String {
@@ -92,7 +99,11 @@ mod tests {
     use super::*;
 
     fn device(n: u128) -> DeviceRef {
-        DeviceRef { environment: Uuid::from_u128(n), user: Uuid::from_u128(n + 1), device: Uuid::from_u128(n + 2) }
+        DeviceRef {
+            environment: Uuid::from_u128(n),
+            user: Uuid::from_u128(n + 1),
+            device: Uuid::from_u128(n + 2),
+        }
     }
 
     /// The hash tag as Redis Cluster computes it: the text between the first
@@ -110,7 +121,12 @@ mod tests {
             let d = device(n * 7);
             let shard = keys.shard_of(&d);
             let tag = hash_tag(&keys.deadlines(shard)).to_string();
-            for key in [keys.record(&d), keys.seen(&d, Uuid::new_v4()), keys.outbox(shard), keys.outbox_events(shard)] {
+            for key in [
+                keys.record(&d),
+                keys.seen(&d, Uuid::new_v4()),
+                keys.outbox(shard),
+                keys.outbox_events(shard),
+            ] {
                 assert_eq!(hash_tag(&key), tag, "{key}");
             }
         }
@@ -121,7 +137,11 @@ mod tests {
         let keys = Keys::new("p", 16);
         let mut seen = [false; 16];
         for _ in 0..1000 {
-            let d = DeviceRef { environment: Uuid::new_v4(), user: Uuid::new_v4(), device: Uuid::new_v4() };
+            let d = DeviceRef {
+                environment: Uuid::new_v4(),
+                user: Uuid::new_v4(),
+                device: Uuid::new_v4(),
+            };
             seen[keys.shard_of(&d) as usize] = true;
         }
         assert!(seen.iter().all(|s| *s));

@@ -99,10 +99,12 @@ fn ms(at: DateTime<Utc>) -> i64 {
 pub fn connection_url(settings: &RedisSettings) -> Result<String, StoreError> {
     let mut url = url::Url::parse(&settings.url).map_err(|_| StoreError::Url)?;
     if !settings.username.is_empty() {
-        url.set_username(&settings.username).map_err(|_| StoreError::Url)?;
+        url.set_username(&settings.username)
+            .map_err(|_| StoreError::Url)?;
     }
     if !settings.password.is_empty() {
-        url.set_password(Some(&settings.password)).map_err(|_| StoreError::Url)?;
+        url.set_password(Some(&settings.password))
+            .map_err(|_| StoreError::Url)?;
     }
     Ok(url.to_string())
 }
@@ -118,7 +120,9 @@ impl RedisStore {
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(settings.command_timeout))
             .set_connection_timeout(Some(settings.command_timeout));
-        let conn = ConnectionManager::new_with_config(client, config).await.map_err(StoreError::Connect)?;
+        let conn = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(StoreError::Connect)?;
         Ok(RedisStore {
             conn,
             keys: Keys::new(&settings.key_prefix, settings.shards),
@@ -138,11 +142,16 @@ impl RedisStore {
     /// Runs `pipe`, timing it and counting its errors under `operation`.
     /// A NOSCRIPT answer (Redis restarted and lost its script cache) loads
     /// the scripts and runs the pipeline once more: none of it ran.
-    async fn run(&self, operation: &'static str, pipe: &redis::Pipeline) -> Result<Vec<Value>, StoreError> {
+    async fn run(
+        &self,
+        operation: &'static str,
+        pipe: &redis::Pipeline,
+    ) -> Result<Vec<Value>, StoreError> {
         let started = Instant::now();
         let mut conn = self.conn.clone();
         let mut result = pipe.query_async::<Vec<Value>>(&mut conn).await;
-        if matches!(&result, Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)) {
+        if matches!(&result, Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript))
+        {
             result = match self.load_scripts().await {
                 Ok(()) => pipe.query_async::<Vec<Value>>(&mut conn).await,
                 Err(e) => Err(e),
@@ -188,7 +197,10 @@ impl RedisStore {
     ) -> Result<(HashMap<DeviceRef, Loaded>, HashSet<Uuid>), StoreError> {
         let mut pipe = redis::pipe();
         for device in devices {
-            pipe.cmd("HMGET").arg(self.keys.record(device)).arg("ver").arg("json");
+            pipe.cmd("HMGET")
+                .arg(self.keys.record(device))
+                .arg("ver")
+                .arg("json");
         }
         for (device, id) in inputs {
             pipe.cmd("EXISTS").arg(self.keys.seen(device, *id));
@@ -200,14 +212,25 @@ impl RedisStore {
         let mut values = values.into_iter();
         let mut records = HashMap::with_capacity(devices.len());
         for device in devices {
-            let (version, json): (Option<String>, Option<String>) =
-                values.next().and_then(|v| redis::from_redis_value(v).ok()).unwrap_or_default();
+            let (version, json): (Option<String>, Option<String>) = values
+                .next()
+                .and_then(|v| redis::from_redis_value(v).ok())
+                .unwrap_or_default();
             let record = json.as_deref().and_then(|j| decode_record(j, *device));
-            records.insert(*device, Loaded { version: version.unwrap_or_default(), record });
+            records.insert(
+                *device,
+                Loaded {
+                    version: version.unwrap_or_default(),
+                    record,
+                },
+            );
         }
         let mut seen = HashSet::new();
         for (_, id) in inputs {
-            let exists: i64 = values.next().and_then(|v| redis::from_redis_value(v).ok()).unwrap_or(0);
+            let exists: i64 = values
+                .next()
+                .and_then(|v| redis::from_redis_value(v).ok())
+                .unwrap_or(0);
             if exists == 1 {
                 seen.insert(*id);
             }
@@ -222,12 +245,18 @@ impl RedisStore {
     }
 
     /// Applies `ops` in order, one script each, in one round trip.
-    pub async fn apply(&self, ops: &[ApplyOp], now: DateTime<Utc>) -> Result<Vec<Applied>, StoreError> {
+    pub async fn apply(
+        &self,
+        ops: &[ApplyOp],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Applied>, StoreError> {
         if ops.is_empty() {
             return Ok(vec![]);
         }
-        let retention = chrono::Duration::from_std(self.retention).unwrap_or(chrono::Duration::days(7));
-        let visible_at = now + chrono::Duration::from_std(self.lease).unwrap_or(chrono::Duration::seconds(5));
+        let retention =
+            chrono::Duration::from_std(self.retention).unwrap_or(chrono::Duration::days(7));
+        let visible_at =
+            now + chrono::Duration::from_std(self.lease).unwrap_or(chrono::Duration::seconds(5));
         let mut pipe = redis::pipe();
         for op in ops {
             let record = &op.transition.record;
@@ -236,10 +265,17 @@ impl RedisStore {
             // A PENDING record outlives its deadline by the retention, so an
             // expiry that fell due while no worker ran is still emitted.
             let expire_at = record.expires_at.unwrap_or(record.changed_at) + retention;
-            let (record_key, seen_key) = (self.keys.record(device), self.keys.seen(device, op.input_id.unwrap_or_default()));
-            let (deadlines, outbox, events) =
-                (self.keys.deadlines(shard), self.keys.outbox(shard), self.keys.outbox_events(shard));
-            let json = serde_json::to_string(&StoredRecord::from_record(record)).unwrap_or_default();
+            let (record_key, seen_key) = (
+                self.keys.record(device),
+                self.keys.seen(device, op.input_id.unwrap_or_default()),
+            );
+            let (deadlines, outbox, events) = (
+                self.keys.deadlines(shard),
+                self.keys.outbox(shard),
+                self.keys.outbox_events(shard),
+            );
+            let json =
+                serde_json::to_string(&StoredRecord::from_record(record)).unwrap_or_default();
             let args = [
                 op.expected_version.clone(),
                 record.event_id().to_string(),
@@ -257,7 +293,12 @@ impl RedisStore {
                     None => "0".to_string(),
                 },
             ];
-            Self::evalsha(&mut pipe, &self.apply, &[&record_key, &seen_key, &deadlines, &outbox, &events], &args);
+            Self::evalsha(
+                &mut pipe,
+                &self.apply,
+                &[&record_key, &seen_key, &deadlines, &outbox, &events],
+                &args,
+            );
         }
         let values = self.run("apply", &pipe).await?;
         Ok(values
@@ -272,7 +313,11 @@ impl RedisStore {
 
     /// Devices whose deadline is at or before `now`, up to `limit` per shard,
     /// across all shards in one round trip.
-    pub async fn due_deadlines(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<String>, StoreError> {
+    pub async fn due_deadlines(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
         let mut pipe = redis::pipe();
         for shard in 0..self.keys.shards() {
             pipe.cmd("ZRANGEBYSCORE")
@@ -301,8 +346,14 @@ impl RedisStore {
             let shard = device.map(|d| self.keys.shard_of(&d));
             match (device, shard) {
                 (Some(device), Some(shard)) => {
-                    let (record, deadlines) = (self.keys.record(&device), self.keys.deadlines(shard));
-                    Self::evalsha(&mut pipe, &self.forget, &[&record, &deadlines], std::slice::from_ref(member));
+                    let (record, deadlines) =
+                        (self.keys.record(&device), self.keys.deadlines(shard));
+                    Self::evalsha(
+                        &mut pipe,
+                        &self.forget,
+                        &[&record, &deadlines],
+                        std::slice::from_ref(member),
+                    );
                 }
                 // Not ours (hand-written garbage): it cannot be routed to a
                 // shard, so remove it from every shard's index.
@@ -317,11 +368,19 @@ impl RedisStore {
     }
 
     /// Leases up to `limit` due outbox events per shard.
-    pub async fn claim_outbox(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<OutboxEvent>, StoreError> {
+    pub async fn claim_outbox(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<OutboxEvent>, StoreError> {
         let mut pipe = redis::pipe();
         for shard in 0..self.keys.shards() {
             let (outbox, events) = (self.keys.outbox(shard), self.keys.outbox_events(shard));
-            let args = [ms(now).to_string(), self.lease.as_millis().to_string(), limit.to_string()];
+            let args = [
+                ms(now).to_string(),
+                self.lease.as_millis().to_string(),
+                limit.to_string(),
+            ];
             Self::evalsha(&mut pipe, &self.claim, &[&outbox, &events], &args);
         }
         let values = self.run("outbox_claim", &pipe).await?;
@@ -330,7 +389,11 @@ impl RedisStore {
             let flat: Vec<String> = redis::from_redis_value(value).unwrap_or_default();
             for pair in flat.chunks_exact(2) {
                 if let Ok(id) = pair[0].parse() {
-                    claimed.push(OutboxEvent { shard: shard as u16, id, payload: pair[1].clone() });
+                    claimed.push(OutboxEvent {
+                        shard: shard as u16,
+                        id,
+                        payload: pair[1].clone(),
+                    });
                 }
             }
         }
@@ -344,8 +407,14 @@ impl RedisStore {
         }
         let mut pipe = redis::pipe();
         for (shard, id) in published {
-            pipe.cmd("ZREM").arg(self.keys.outbox(*shard)).arg(id.to_string()).ignore();
-            pipe.cmd("HDEL").arg(self.keys.outbox_events(*shard)).arg(id.to_string()).ignore();
+            pipe.cmd("ZREM")
+                .arg(self.keys.outbox(*shard))
+                .arg(id.to_string())
+                .ignore();
+            pipe.cmd("HDEL")
+                .arg(self.keys.outbox_events(*shard))
+                .arg(id.to_string())
+                .ignore();
         }
         self.run("outbox_ack", &pipe).await.map(|_| ())
     }
@@ -358,7 +427,10 @@ impl RedisStore {
             pipe.cmd("ZCARD").arg(self.keys.outbox(shard));
         }
         let values = self.run("sample", &pipe).await?;
-        let counts: Vec<u64> = values.into_iter().map(|v| redis::from_redis_value(v).unwrap_or(0)).collect();
+        let counts: Vec<u64> = values
+            .into_iter()
+            .map(|v| redis::from_redis_value(v).unwrap_or(0))
+            .collect();
         let pending = counts.iter().step_by(2).sum();
         let outbox = counts.iter().skip(1).step_by(2).sum();
         Ok((pending, outbox))
@@ -371,7 +443,10 @@ impl RedisStore {
 }
 
 fn decode_record(json: &str, device: DeviceRef) -> Option<Record> {
-    match serde_json::from_str::<StoredRecord>(json).ok().and_then(|s| s.into_record(device)) {
+    match serde_json::from_str::<StoredRecord>(json)
+        .ok()
+        .and_then(|s| s.into_record(device))
+    {
         Some(record) => Some(record),
         None => {
             // Only a foreign writer can produce this: decide as if the device

@@ -64,8 +64,11 @@ impl Intake {
             }
         }
         match self.consumer.commit_consumer_state(CommitMode::Sync) {
-            Ok(()) => tracing::info!("offsets committed"),
-            Err(rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+            // NoOffset: the auto-commit already committed everything stored.
+            Ok(())
+            | Err(rdkafka::error::KafkaError::ConsumerCommit(
+                rdkafka::types::RDKafkaErrorCode::NoOffset,
+            )) => tracing::info!("offsets committed"),
             Err(e) => {
                 self.metrics.kafka_error("commit");
                 tracing::warn!(error = %e, "final commit failed; uncommitted inputs are replayed");
@@ -122,14 +125,21 @@ impl Intake {
         } else {
             payload::parse_logs_uploaded(bytes, max).map(Input::Upload)
         };
-        Polled { message, received: Instant::now(), parsed }
+        Polled {
+            message,
+            received: Instant::now(),
+            parsed,
+        }
     }
 
     /// Handles one batch to the point where its offsets are stored. Returns
     /// false when shutdown interrupted a retry (the batch is then replayed
     /// by whoever owns the partitions next).
     async fn handle(&self, batch: &[Polled], token: &CancellationToken) -> bool {
-        let inputs: Vec<Input> = batch.iter().filter_map(|p| p.parsed.as_ref().ok().cloned()).collect();
+        let inputs: Vec<Input> = batch
+            .iter()
+            .filter_map(|p| p.parsed.as_ref().ok().cloned())
+            .collect();
         let mut attempt = 0;
         let resolutions = loop {
             self.health.beat_consumer();
@@ -153,7 +163,9 @@ impl Intake {
         let outcomes: Vec<Resolution> = batch
             .iter()
             .map(|p| match &p.parsed {
-                Ok(_) => resolutions.next().unwrap_or(Resolution::Ignored(Ignored::NotDue)),
+                Ok(_) => resolutions
+                    .next()
+                    .unwrap_or(Resolution::Ignored(Ignored::NotDue)),
                 Err(rejection) => Resolution::Rejected(rejection.clone()),
             })
             .collect();
@@ -202,14 +214,19 @@ impl Intake {
         let topic = &self.settings.kafka.topics.dead_letters;
         let mut deliveries = Vec::new();
         for (polled, outcome) in batch.iter().zip(outcomes) {
-            let Resolution::Rejected(rejection) = outcome else { continue };
+            let Resolution::Rejected(rejection) = outcome else {
+                continue;
+            };
             let m = &polled.message;
             let origin = InputOrigin {
                 topic: m.topic(),
                 partition: m.partition(),
                 offset: m.offset(),
                 key: m.key(),
-                timestamp: m.timestamp().to_millis().and_then(DateTime::<Utc>::from_timestamp_millis),
+                timestamp: m
+                    .timestamp()
+                    .to_millis()
+                    .and_then(DateTime::<Utc>::from_timestamp_millis),
                 payload: m.payload().unwrap_or_default(),
             };
             let now = Utc::now();
@@ -217,8 +234,17 @@ impl Intake {
             let id = dead_letter_id(m.topic(), m.partition(), m.offset()).to_string();
             let subject = format!("{}/{}/{}", m.topic(), m.partition(), m.offset());
             let time = crate::domain::timestamp(now);
-            let headers = Headers { id: &id, event_type: DEAD_LETTER_TYPE, source: EVENT_SOURCE, time: &time, subject: &subject };
-            let key = m.key().and_then(|k| std::str::from_utf8(k).ok()).unwrap_or("");
+            let headers = Headers {
+                id: &id,
+                event_type: DEAD_LETTER_TYPE,
+                source: EVENT_SOURCE,
+                time: &time,
+                subject: &subject,
+            };
+            let key = m
+                .key()
+                .and_then(|k| std::str::from_utf8(k).ok())
+                .unwrap_or("");
             match self.producer.send(topic, key, &letter, &headers).await {
                 Ok(delivery) => deliveries.push(delivery),
                 Err(e) => {
@@ -231,7 +257,10 @@ impl Intake {
         }
         let mut all_delivered = true;
         for delivery in deliveries {
-            let delivered = matches!(tokio::time::timeout(DELIVERY_WAIT, delivery).await, Ok(Ok(Ok(_))));
+            let delivered = matches!(
+                tokio::time::timeout(DELIVERY_WAIT, delivery).await,
+                Ok(Ok(Ok(_)))
+            );
             self.metrics.published(topic, delivered);
             if !delivered {
                 self.metrics.kafka_error("produce");
@@ -250,8 +279,10 @@ impl Intake {
         let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());
         let ids = polled.parsed.as_ref().ok().map(|i| (i.device(), i.id()));
         let span = match ids {
-            Some((d, id)) => tracing::info_span!("input", environment = %d.environment, user = %d.user,
-                device = %d.device, input_id = %id.map(|i| i.to_string()).unwrap_or_default(), topic, partition, offset),
+            Some((d, id)) => {
+                tracing::info_span!("input", environment = %d.environment, user = %d.user,
+                device = %d.device, input_id = %id.map(|i| i.to_string()).unwrap_or_default(), topic, partition, offset)
+            }
             None => tracing::info_span!("input", topic, partition, offset),
         };
         let _entered = span.enter();
@@ -274,8 +305,16 @@ impl Intake {
             Resolution::Rejected(rejection) => {
                 self.metrics.input(topic, Outcome::DeadLetter);
                 self.metrics.dead_letter(rejection.reason);
-                let detail = rejection.details.first().map(|d| d.message.as_str()).unwrap_or_default();
-                tracing::warn!(reason = rejection.reason.as_str(), detail, "input dead-lettered");
+                let detail = rejection
+                    .details
+                    .first()
+                    .map(|d| d.message.as_str())
+                    .unwrap_or_default();
+                tracing::warn!(
+                    reason = rejection.reason.as_str(),
+                    detail,
+                    "input dead-lettered"
+                );
             }
         }
         self.metrics.processing(polled.received.elapsed());
@@ -291,7 +330,10 @@ impl Intake {
         }
         for ((topic, partition), offset) in next {
             let mut tpl = TopicPartitionList::new();
-            if tpl.add_partition_offset(topic, partition, Offset::Offset(offset)).is_err() {
+            if tpl
+                .add_partition_offset(topic, partition, Offset::Offset(offset))
+                .is_err()
+            {
                 continue;
             }
             if let Err(e) = self.consumer.store_offsets(&tpl) {

@@ -79,7 +79,10 @@ impl Engine {
         if !todo.is_empty() {
             return Err(EngineError::Contended);
         }
-        Ok(resolved.into_iter().map(|r| r.unwrap_or(Resolution::Ignored(Ignored::NotDue))).collect())
+        Ok(resolved
+            .into_iter()
+            .map(|r| r.unwrap_or(Resolution::Ignored(Ignored::NotDue)))
+            .collect())
     }
 
     /// One read-decide-write round over `todo`; returns the inputs to decide again.
@@ -93,7 +96,10 @@ impl Engine {
         let mut devices: Vec<DeviceRef> = todo.iter().map(|&i| inputs[i].device()).collect();
         devices.sort();
         devices.dedup();
-        let ids: Vec<_> = todo.iter().filter_map(|&i| inputs[i].id().map(|id| (inputs[i].device(), id))).collect();
+        let ids: Vec<_> = todo
+            .iter()
+            .filter_map(|&i| inputs[i].id().map(|id| (inputs[i].device(), id)))
+            .collect();
         let (mut state, seen) = self.store.load(&devices, &ids).await?;
 
         let mut applied_here = HashSet::new();
@@ -104,10 +110,14 @@ impl Engine {
             let input = &inputs[i];
             let device = input.device();
             let loaded = state.entry(device).or_default();
-            let already = input.id().is_some_and(|id| seen.contains(&id) || applied_here.contains(&id));
-            let resolution = match decide(loaded.record.as_ref(), input, already, now, &self.policy) {
+            let already = input
+                .id()
+                .is_some_and(|id| seen.contains(&id) || applied_here.contains(&id));
+            let resolution = match decide(loaded.record.as_ref(), input, already, now, &self.policy)
+            {
                 Decision::Transition(transition) => {
-                    let event = payload::status_changed(&transition, &self.links_base_url).to_string();
+                    let event =
+                        payload::status_changed(&transition, &self.links_base_url).to_string();
                     let deadline = matches!(input, Input::Expire(_))
                         .then(|| loaded.record.as_ref().and_then(|r| r.expires_at))
                         .flatten();
@@ -125,7 +135,11 @@ impl Engine {
                         version: transition.record.event_id().to_string(),
                         record: Some(transition.record.clone()),
                     };
-                    Resolution::Applied(Box::new(AppliedTransition { transition, event, deadline }))
+                    Resolution::Applied(Box::new(AppliedTransition {
+                        transition,
+                        event,
+                        deadline,
+                    }))
                 }
                 Decision::Ignore(ignored) => Resolution::Ignored(ignored),
                 Decision::Reject(rejection) => Resolution::Rejected(rejection),

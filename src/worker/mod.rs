@@ -44,26 +44,50 @@ pub enum WorkerError {
 
 /// The domain policy the settings describe.
 pub fn policy(settings: &Settings) -> Policy {
-    let to_chrono = |d: std::time::Duration| ChronoDuration::from_std(d).unwrap_or(ChronoDuration::MAX);
-    Policy { ttl: to_chrono(settings.logs.ttl), max_clock_skew: to_chrono(settings.logs.max_clock_skew) }
+    let to_chrono =
+        |d: std::time::Duration| ChronoDuration::from_std(d).unwrap_or(ChronoDuration::MAX);
+    Policy {
+        ttl: to_chrono(settings.logs.ttl),
+        max_clock_skew: to_chrono(settings.logs.max_clock_skew),
+    }
 }
 
 /// Runs the worker until `shutdown` completes, then stops intake, finishes
 /// the in-flight batch, commits, flushes, within `shutdown.timeout`.
-pub async fn run(settings: Settings, shutdown: impl Future<Output = ()> + Send) -> Result<(), WorkerError> {
+pub async fn run(
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), WorkerError> {
     let topics = &settings.kafka.topics;
-    let metrics = Metrics::new(&[&topics.requests, &topics.uploads], &[&topics.status, &topics.dead_letters]);
-    let store = RedisStore::connect(&settings.redis, settings.logs.retention, settings.outbox.lease, metrics.clone()).await?;
+    let metrics = Metrics::new(
+        &[&topics.requests, &topics.uploads],
+        &[&topics.status, &topics.dead_letters],
+    );
+    let store = RedisStore::connect(
+        &settings.redis,
+        settings.logs.retention,
+        settings.outbox.lease,
+        metrics.clone(),
+    )
+    .await?;
     let producer = EventProducer::new(&settings.kafka)?;
     let joined = Arc::new(AtomicBool::new(false));
     let consumer: Consumer = kafka::consumer_config(&settings.kafka)
         .create_with_context(WorkerContext::new(metrics.clone(), joined.clone()))?;
 
     let token = CancellationToken::new();
-    let health = Arc::new(Health::new(metrics.clone(), store.clone(), producer.clone(), joined));
+    let health = Arc::new(Health::new(
+        metrics.clone(),
+        store.clone(),
+        producer.clone(),
+        joined,
+    ));
     let listener = tokio::net::TcpListener::bind(settings.http.listen)
         .await
-        .map_err(|source| WorkerError::Listen { addr: settings.http.listen, source })?;
+        .map_err(|source| WorkerError::Listen {
+            addr: settings.http.listen,
+            source,
+        })?;
     tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "http listening");
     let http_task = tokio::spawn(http::serve(listener, health.clone(), token.clone()));
 
@@ -74,7 +98,12 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()> + Send) 
         links_base_url: settings.logs.links_base_url.as_str().into(),
         clock: Arc::new(SystemClock),
     };
-    let publisher = Publisher::new(producer.clone(), store.clone(), metrics.clone(), &topics.status);
+    let publisher = Publisher::new(
+        producer.clone(),
+        store.clone(),
+        metrics.clone(),
+        &topics.status,
+    );
     let maintenance = tokio::spawn(sweeper::run(
         engine.clone(),
         publisher.clone(),

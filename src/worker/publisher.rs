@@ -55,7 +55,13 @@ pub struct Publisher {
 
 impl Publisher {
     pub fn new(producer: EventProducer, store: RedisStore, metrics: Metrics, topic: &str) -> Self {
-        Publisher { producer, store, metrics, topic: topic.into(), tracker: TaskTracker::new() }
+        Publisher {
+            producer,
+            store,
+            metrics,
+            topic: topic.into(),
+            tracker: TaskTracker::new(),
+        }
     }
 
     /// Enqueues `publications` in order and acknowledges them in the outbox
@@ -83,7 +89,16 @@ impl Publisher {
                 time: &envelope.changed_at,
                 subject: &subject,
             };
-            match self.producer.send(&self.topic, &envelope.device.id, &publication.event.payload, &headers).await {
+            match self
+                .producer
+                .send(
+                    &self.topic,
+                    &envelope.device.id,
+                    &publication.event.payload,
+                    &headers,
+                )
+                .await
+            {
                 Ok(delivery) => pending.push((publication, delivery)),
                 Err(e) => {
                     self.metrics.published(&self.topic, false);
@@ -131,8 +146,13 @@ impl Publisher {
         let flushed = tokio::task::spawn_blocking(move || producer.flush(timeout));
         let _ = tokio::time::timeout_at(deadline, flushed).await;
         self.tracker.close();
-        if tokio::time::timeout_at(deadline, self.tracker.wait()).await.is_err() {
-            tracing::warn!("shutdown bound reached with event deliveries outstanding; the outbox keeps them");
+        if tokio::time::timeout_at(deadline, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "shutdown bound reached with event deliveries outstanding; the outbox keeps them"
+            );
         }
     }
 }

@@ -27,7 +27,10 @@ fn required(var: &str) -> String {
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap()
 }
 
 /// Polls `check` until it returns Some or `timeout` passes.
@@ -49,7 +52,11 @@ where
 }
 
 pub fn device() -> DeviceRef {
-    DeviceRef { environment: Uuid::new_v4(), user: Uuid::new_v4(), device: Uuid::new_v4() }
+    DeviceRef {
+        environment: Uuid::new_v4(),
+        user: Uuid::new_v4(),
+        device: Uuid::new_v4(),
+    }
 }
 
 pub fn request_json(id: Uuid, d: &DeviceRef, device_type: &str, at: DateTime<Utc>) -> Value {
@@ -69,6 +76,11 @@ pub fn upload_json(id: Uuid, d: &DeviceRef, request_id: Option<Uuid>, at: DateTi
         v["requestId"] = json!(r);
     }
     v
+}
+
+/// The id of an event, or the error id of a dead letter.
+pub fn message_id(body: &Value) -> String {
+    body.get("id").unwrap_or(&body["error"]["id"]).to_string()
 }
 
 /// A message read back from an output topic.
@@ -92,10 +104,26 @@ impl TopicReader {
         self.seen.lock().unwrap().clone()
     }
 
+    /// Messages with distinct ids (a re-published event carries the id of
+    /// its first publication; the contract allows it), in topic order.
+    pub fn distinct(&self) -> Vec<Received> {
+        let mut ids = std::collections::HashSet::new();
+        self.all()
+            .into_iter()
+            .filter(|m| ids.insert(message_id(&m.body)))
+            .collect()
+    }
+
     /// Waits until at least `n` messages match `filter`, returns those.
-    pub async fn wait_for(&self, n: usize, timeout: Duration, filter: impl Fn(&Received) -> bool) -> Vec<Received> {
+    pub async fn wait_for(
+        &self,
+        n: usize,
+        timeout: Duration,
+        filter: impl Fn(&Received) -> bool,
+    ) -> Vec<Received> {
         wait_until(timeout, &format!("{n} messages"), || {
-            let matching: Vec<Received> = self.all().into_iter().filter(|m| filter(m)).collect();
+            let matching: Vec<Received> =
+                self.distinct().into_iter().filter(|m| filter(m)).collect();
             async move { (matching.len() >= n).then_some(matching) }
         })
         .await
@@ -104,7 +132,10 @@ impl TopicReader {
     /// Messages about one device, in topic order.
     pub fn for_device(&self, d: &DeviceRef) -> Vec<Received> {
         let id = d.device.to_string();
-        self.all().into_iter().filter(|m| m.key.as_deref() == Some(id.as_str())).collect()
+        self.all()
+            .into_iter()
+            .filter(|m| m.key.as_deref() == Some(id.as_str()))
+            .collect()
     }
 }
 
@@ -120,7 +151,6 @@ pub struct World {
     pub suffix: String,
     pub config_dir: tempfile::TempDir,
     pub vars: Vec<(String, String)>,
-    pub http_port: u16,
 }
 
 impl World {
@@ -136,7 +166,6 @@ impl World {
             "[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"1000\"\n\"topic.metadata.refresh.interval.ms\" = \"5000\"\n",
         )
         .unwrap();
-        let http_port = free_port();
         let vars = [
             ("KAFKA__BROKERS", brokers.clone()),
             ("KAFKA__GROUP_ID", format!("it-{suffix}")),
@@ -148,19 +177,42 @@ impl World {
             ("REDIS__URL", redis_url.clone()),
             ("REDIS__KEY_PREFIX", format!("it-{suffix}")),
             ("LOGS__TTL", ttl.to_string()),
-            ("LOGS__LINKS_BASE_URL", "https://api.test.example/v1".to_string()),
+            (
+                "LOGS__LINKS_BASE_URL",
+                "https://api.test.example/v1".to_string(),
+            ),
             ("EXPIRY__SWEEP_INTERVAL", "200ms".to_string()),
-            ("OUTBOX__LEASE", "1s".to_string()),
-            ("HTTP__LISTEN", format!("127.0.0.1:{http_port}")),
             ("LOG__FORMAT", "json".to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (format!("DEVICE_LOGS__{k}"), v))
         .collect();
-        let world = World { redis_url, brokers, suffix, config_dir, vars, http_port };
-        let created = device_logs::kafka::create_topics(&world.settings().kafka).await.unwrap();
-        assert!(created.iter().all(|(_, new)| *new), "fresh topics expected: {created:?}");
+        let world = World {
+            redis_url,
+            brokers,
+            suffix,
+            config_dir,
+            vars,
+        };
+        let created = device_logs::kafka::create_topics(&world.settings().kafka)
+            .await
+            .unwrap();
+        assert!(
+            created.iter().all(|(_, new)| *new),
+            "fresh topics expected: {created:?}"
+        );
         world
+    }
+
+    /// Worker logs outlive the test (under the harness's work directory) so
+    /// a failure can be read after the run.
+    pub fn log_dir(&self) -> PathBuf {
+        let base = std::env::var("DEVICE_LOGS_TEST_WORKDIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| std::env::temp_dir());
+        let dir = base.join("logs").join(&self.suffix);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -185,7 +237,11 @@ impl World {
     /// Starts the worker in this process; stop it with [`InProcess::stop`].
     pub fn start_in_process(&self) -> InProcess {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let settings = self.settings();
+        let mut settings = self.settings();
+        settings.log.format = device_logs::config::LogFormat::Text;
+        device_logs::telemetry::init(&settings.log);
+        let port = free_port();
+        settings.http.listen = ([127, 0, 0, 1], port).into();
         let handle = tokio::spawn(async move {
             device_logs::worker::run(settings, async {
                 let _ = rx.await;
@@ -193,25 +249,41 @@ impl World {
             .await
             .unwrap();
         });
-        InProcess { stop: Some(tx), handle: Some(handle) }
+        InProcess {
+            port,
+            stop: Some(tx),
+            handle: Some(handle),
+        }
     }
 
     /// Starts the worker binary as a child process.
     pub fn spawn_child(&self, extra_env: &[(&str, &str)]) -> Child {
-        let log = std::fs::File::create(self.config_dir.path().join(format!("worker-{}.log", Uuid::new_v4()))).unwrap();
+        let log_path = self
+            .log_dir()
+            .join(format!("worker-{}.log", Uuid::new_v4()));
+        let log = std::fs::File::create(log_path).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_device-logs"));
-        cmd.arg("run").arg("--config").arg(self.config_path()).envs(self.vars.iter().cloned());
+        cmd.arg("run")
+            .arg("--config")
+            .arg(self.config_path())
+            .envs(self.vars.iter().cloned())
+            .env(
+                "DEVICE_LOGS__HTTP__LISTEN",
+                format!("127.0.0.1:{}", free_port()),
+            );
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
-        cmd.env("RUST_LOG", "info").stdout(Stdio::null()).stderr(log);
+        cmd.env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log);
         cmd.spawn().unwrap()
     }
 
     /// The stderr logs of every child started so far.
     pub fn child_logs(&self) -> String {
         let mut out = String::new();
-        for entry in std::fs::read_dir(self.config_dir.path()).unwrap().flatten() {
+        for entry in std::fs::read_dir(self.log_dir()).unwrap().flatten() {
             if entry.file_name().to_string_lossy().starts_with("worker-") {
                 out.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
             }
@@ -229,17 +301,32 @@ impl World {
     }
 
     /// Produces raw bytes keyed by `key` and waits for the broker.
-    pub async fn send_raw(&self, producer: &FutureProducer, topic: &str, key: &str, payload: &[u8]) {
+    pub async fn send_raw(
+        &self,
+        producer: &FutureProducer,
+        topic: &str,
+        key: &str,
+        payload: &[u8],
+    ) {
         let topic = self.topic(topic);
         producer
-            .send(FutureRecord::to(&topic).key(key).payload(payload), Duration::from_secs(10))
+            .send(
+                FutureRecord::to(&topic).key(key).payload(payload),
+                Duration::from_secs(10),
+            )
             .await
             .map_err(|(e, _)| e)
             .unwrap();
     }
 
     pub async fn send(&self, producer: &FutureProducer, topic: &str, d: &DeviceRef, body: &Value) {
-        self.send_raw(producer, topic, &d.device.to_string(), body.to_string().as_bytes()).await;
+        self.send_raw(
+            producer,
+            topic,
+            &d.device.to_string(),
+            body.to_string().as_bytes(),
+        )
+        .await;
     }
 
     /// Reads `name` ("status" or "dlq") from the beginning.
@@ -253,31 +340,48 @@ impl World {
             .unwrap();
         let mut tpl = TopicPartitionList::new();
         for p in 0..PARTITIONS {
-            tpl.add_partition_offset(&topic, p, Offset::Beginning).unwrap();
+            tpl.add_partition_offset(&topic, p, Offset::Beginning)
+                .unwrap();
         }
         consumer.assign(&tpl).unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let sink = seen.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok(m) = consumer.recv().await else { continue };
+                let Ok(m) = consumer.recv().await else {
+                    continue;
+                };
                 let mut headers = HashMap::new();
                 if let Some(h) = m.headers() {
                     for header in h.iter() {
-                        let value = header.value.map(|v| String::from_utf8_lossy(v).to_string()).unwrap_or_default();
+                        let value = header
+                            .value
+                            .map(|v| String::from_utf8_lossy(v).to_string())
+                            .unwrap_or_default();
                         headers.insert(header.key.to_string(), value);
                     }
                 }
-                let body = serde_json::from_slice(m.payload().unwrap_or_default()).unwrap_or(Value::Null);
+                let body =
+                    serde_json::from_slice(m.payload().unwrap_or_default()).unwrap_or(Value::Null);
                 let key = m.key().map(|k| String::from_utf8_lossy(k).to_string());
-                sink.lock().unwrap().push(Received { body, headers, key, partition: m.partition(), offset: m.offset() });
+                sink.lock().unwrap().push(Received {
+                    body,
+                    headers,
+                    key,
+                    partition: m.partition(),
+                    offset: m.offset(),
+                });
             }
         });
         TopicReader { seen, task }
     }
 
     pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.redis_url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap()
+        redis::Client::open(self.redis_url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
     }
 
     pub fn keys(&self) -> device_logs::store::Keys {
@@ -288,12 +392,19 @@ impl World {
     /// The stored record JSON of a device (`None` if absent).
     pub async fn stored(&self, d: &DeviceRef) -> Option<Value> {
         let mut conn = self.redis().await;
-        let json: Option<String> = redis::cmd("HGET").arg(self.keys().record(d)).arg("json").query_async(&mut conn).await.unwrap();
+        let json: Option<String> = redis::cmd("HGET")
+            .arg(self.keys().record(d))
+            .arg("json")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
         json.map(|j| serde_json::from_str(&j).unwrap())
     }
 }
 
 pub struct InProcess {
+    /// Port of its /metrics, /livez, /readyz.
+    pub port: u16,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     handle: Option<JoinHandle<()>>,
 }
@@ -305,7 +416,10 @@ impl InProcess {
             let _ = tx.send(());
         }
         if let Some(handle) = self.handle.take() {
-            tokio::time::timeout(Duration::from_secs(30), handle).await.expect("worker stops in time").unwrap();
+            tokio::time::timeout(Duration::from_secs(30), handle)
+                .await
+                .expect("worker stops in time")
+                .unwrap();
         }
     }
 }
@@ -321,19 +435,38 @@ impl Drop for InProcess {
 /// Asserts `event` is a StatusChanged valid against its schema, with its headers.
 pub fn assert_valid_event(event: &Received) {
     let violations = device_logs::payload::Kind::StatusChanged.violations(&event.body);
-    assert!(violations.is_empty(), "invalid event {}: {violations:?}", event.body);
+    assert!(
+        violations.is_empty(),
+        "invalid event {}: {violations:?}",
+        event.body
+    );
     let id = event.body["id"].as_str().unwrap();
     assert_eq!(event.headers.get("ce_id").map(String::as_str), Some(id));
-    assert_eq!(event.headers.get("ce_specversion").map(String::as_str), Some("1.0"));
-    assert_eq!(event.headers.get("ce_type").map(String::as_str), Some(device_logs::payload::STATUS_CHANGED_TYPE));
-    assert_eq!(event.headers.get("content-type").map(String::as_str), Some("application/json"));
+    assert_eq!(
+        event.headers.get("ce_specversion").map(String::as_str),
+        Some("1.0")
+    );
+    assert_eq!(
+        event.headers.get("ce_type").map(String::as_str),
+        Some(device_logs::payload::STATUS_CHANGED_TYPE)
+    );
+    assert_eq!(
+        event.headers.get("content-type").map(String::as_str),
+        Some("application/json")
+    );
     assert!(event.headers.contains_key("ce_source") && event.headers.contains_key("ce_time"));
-    assert!(event.headers.get("ce_subject").is_some_and(|s| s.ends_with(event.body["device"]["id"].as_str().unwrap())));
+    assert!(event
+        .headers
+        .get("ce_subject")
+        .is_some_and(|s| s.ends_with(event.body["device"]["id"].as_str().unwrap())));
     assert_eq!(event.key.as_deref(), event.body["device"]["id"].as_str());
 }
 
 pub fn statuses(events: &[Received]) -> Vec<String> {
-    events.iter().map(|e| e.body["status"].as_str().unwrap_or_default().to_string()).collect()
+    events
+        .iter()
+        .map(|e| e.body["status"].as_str().unwrap_or_default().to_string())
+        .collect()
 }
 
 pub fn kill(child: &mut Child) {
@@ -342,5 +475,8 @@ pub fn kill(child: &mut Child) {
 }
 
 pub fn terminate(child: &Child) {
-    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
 }

@@ -18,8 +18,25 @@ async fn request_then_upload_goes_pending_then_received() {
     let d = device();
     let (request_id, upload_id) = (Uuid::new_v4(), Uuid::new_v4());
     let requested_at = Utc::now();
-    world.send(&producer, "requests", &d, &request_json(request_id, &d, "MOBILE", requested_at)).await;
-    world.send(&producer, "uploads", &d, &upload_json(upload_id, &d, Some(request_id), Utc::now())).await;
+    world
+        .send(
+            &producer,
+            "requests",
+            &d,
+            &request_json(request_id, &d, "MOBILE", requested_at),
+        )
+        .await;
+    // Requests and uploads are different topics, so no order between them:
+    // the app uploads after it was asked, i.e. after PENDING.
+    status.wait_for(1, WAIT, |_| true).await;
+    world
+        .send(
+            &producer,
+            "uploads",
+            &d,
+            &upload_json(upload_id, &d, Some(request_id), Utc::now()),
+        )
+        .await;
 
     let events = status.wait_for(2, WAIT, |_| true).await;
     assert_eq!(statuses(&events), ["PENDING", "RECEIVED"]);
@@ -28,7 +45,8 @@ async fn request_then_upload_goes_pending_then_received() {
     assert_eq!(pending["previousStatus"], serde_json::Value::Null);
     assert_eq!(pending["requestId"], request_id.to_string());
     assert_eq!(pending["causationId"], request_id.to_string());
-    let expected_expiry = device_logs::domain::timestamp(requested_at + chrono::Duration::hours(24));
+    let expected_expiry =
+        device_logs::domain::timestamp(requested_at + chrono::Duration::hours(24));
     assert_eq!(pending["expiresAt"], expected_expiry);
     assert_eq!(received["previousStatus"], "PENDING");
     assert_eq!(received["causationId"], upload_id.to_string());
@@ -36,7 +54,10 @@ async fn request_then_upload_goes_pending_then_received() {
     assert!(received["sequence"].as_u64() > pending["sequence"].as_u64());
     assert_eq!(
         pending["_links"]["self"]["href"],
-        format!("https://api.test.example/v1/environments/{}/users/{}/devices/{}/logs", d.environment, d.user, d.device)
+        format!(
+            "https://api.test.example/v1/environments/{}/users/{}/devices/{}/logs",
+            d.environment, d.user, d.device
+        )
     );
     let stored = world.stored(&d).await.expect("record stored");
     assert_eq!(stored["s"], "RECEIVED");
@@ -51,14 +72,27 @@ async fn duplicate_and_stale_inputs_make_no_event_and_rerequest_restarts_the_win
     let producer = world.producer();
     let d = device();
     let now = Utc::now();
-    let first = request_json(Uuid::new_v4(), &d, "MOBILE", now - chrono::Duration::minutes(10));
+    let first = request_json(
+        Uuid::new_v4(),
+        &d,
+        "MOBILE",
+        now - chrono::Duration::minutes(10),
+    );
     let second_id = Uuid::new_v4();
     let second = request_json(second_id, &d, "MOBILE", now);
-    let older = request_json(Uuid::new_v4(), &d, "MOBILE", now - chrono::Duration::minutes(5));
+    let older = request_json(
+        Uuid::new_v4(),
+        &d,
+        "MOBILE",
+        now - chrono::Duration::minutes(5),
+    );
     world.send(&producer, "requests", &d, &first).await;
     world.send(&producer, "requests", &d, &first).await; // the same input twice
     world.send(&producer, "requests", &d, &second).await; // re-request while PENDING
     world.send(&producer, "requests", &d, &older).await; // stale: older than the current cycle
+    status
+        .wait_for(1, WAIT, |m| m.body["requestId"] == second_id.to_string())
+        .await;
     let upload = upload_json(Uuid::new_v4(), &d, None, Utc::now());
     world.send(&producer, "uploads", &d, &upload).await;
     world.send(&producer, "uploads", &d, &upload).await; // duplicate upload
@@ -66,23 +100,56 @@ async fn duplicate_and_stale_inputs_make_no_event_and_rerequest_restarts_the_win
     // A sentinel on the same device and partition: once its event is in,
     // everything sent before it has been processed.
     let sentinel_id = Uuid::new_v4();
-    world.send(&producer, "requests", &d, &request_json(sentinel_id, &d, "MOBILE", Utc::now())).await;
-    status.wait_for(1, WAIT, |m| m.body["requestId"] == sentinel_id.to_string()).await;
+    world
+        .send(
+            &producer,
+            "requests",
+            &d,
+            &request_json(sentinel_id, &d, "MOBILE", Utc::now()),
+        )
+        .await;
+    status
+        .wait_for(1, WAIT, |m| m.body["requestId"] == sentinel_id.to_string())
+        .await;
 
     let events = status.for_device(&d);
-    assert_eq!(statuses(&events), ["PENDING", "PENDING", "RECEIVED", "PENDING"], "{events:#?}");
+    assert_eq!(
+        statuses(&events),
+        ["PENDING", "PENDING", "RECEIVED", "PENDING"],
+        "{events:#?}"
+    );
     assert_eq!(events[1].body["previousStatus"], "PENDING");
     assert_eq!(events[1].body["requestId"], second_id.to_string());
-    assert_eq!(events[1].body["expiresAt"], device_logs::domain::timestamp(now + chrono::Duration::hours(24)));
-    assert_eq!(events[2].body["requestId"], second_id.to_string(), "upload answers the current cycle");
-    let sequences: Vec<u64> = events.iter().map(|e| e.body["sequence"].as_u64().unwrap()).collect();
+    assert_eq!(
+        events[1].body["expiresAt"],
+        device_logs::domain::timestamp(now + chrono::Duration::hours(24))
+    );
+    assert_eq!(
+        events[2].body["requestId"],
+        second_id.to_string(),
+        "upload answers the current cycle"
+    );
+    let sequences: Vec<u64> = events
+        .iter()
+        .map(|e| e.body["sequence"].as_u64().unwrap())
+        .collect();
     assert!(sequences.windows(2).all(|w| w[0] < w[1]), "{sequences:?}");
     events.iter().for_each(assert_valid_event);
 
-    let metrics = reqwest_metrics(world.http_port).await;
+    let metrics = reqwest_metrics(worker.port).await;
     let requests = world.topic("requests");
-    assert!(metrics.contains(&format!("device_logs_inputs_total{{outcome=\"duplicate\",topic=\"{requests}\"}} 1")), "{metrics}");
-    assert!(metrics.contains(&format!("device_logs_inputs_total{{outcome=\"stale\",topic=\"{requests}\"}} 1")), "{metrics}");
+    assert!(
+        metrics.contains(&format!(
+            "device_logs_inputs_total{{outcome=\"duplicate\",topic=\"{requests}\"}} 1"
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "device_logs_inputs_total{{outcome=\"stale\",topic=\"{requests}\"}} 1"
+        )),
+        "{metrics}"
+    );
     worker.stop().await;
 }
 
@@ -95,26 +162,57 @@ async fn pending_request_expires_once_and_late_upload_is_dead_lettered() {
     let producer = world.producer();
     let d = device();
     let request_id = Uuid::new_v4();
-    world.send(&producer, "requests", &d, &request_json(request_id, &d, "MOBILE", Utc::now())).await;
-    let events = status.wait_for(2, WAIT, |m| m.key == Some(d.device.to_string())).await;
+    world
+        .send(
+            &producer,
+            "requests",
+            &d,
+            &request_json(request_id, &d, "MOBILE", Utc::now()),
+        )
+        .await;
+    let events = status
+        .wait_for(2, WAIT, |m| m.key == Some(d.device.to_string()))
+        .await;
     assert_eq!(statuses(&events), ["PENDING", "EXPIRED"]);
     events.iter().for_each(assert_valid_event);
     let expired = &events[1].body;
     assert_eq!(expired["expiresAt"], serde_json::Value::Null);
     assert_eq!(expired["causationId"], request_id.to_string());
-    let deadline = chrono::DateTime::parse_from_rfc3339(events[0].body["expiresAt"].as_str().unwrap()).unwrap();
-    let changed = chrono::DateTime::parse_from_rfc3339(expired["changedAt"].as_str().unwrap()).unwrap();
+    let deadline =
+        chrono::DateTime::parse_from_rfc3339(events[0].body["expiresAt"].as_str().unwrap())
+            .unwrap();
+    let changed =
+        chrono::DateTime::parse_from_rfc3339(expired["changedAt"].as_str().unwrap()).unwrap();
     assert!(changed >= deadline, "expired before its deadline");
 
     // The upload arrives after the deadline: no pending request.
-    world.send(&producer, "uploads", &d, &upload_json(Uuid::new_v4(), &d, Some(request_id), Utc::now())).await;
+    world
+        .send(
+            &producer,
+            "uploads",
+            &d,
+            &upload_json(Uuid::new_v4(), &d, Some(request_id), Utc::now()),
+        )
+        .await;
     let letters = dlq.wait_for(1, WAIT, |_| true).await;
     assert_eq!(letters[0].body["reason"], "no_pending_request");
     // A sentinel proves nothing else was published for the device meanwhile.
     let sentinel = Uuid::new_v4();
-    world.send(&producer, "requests", &d, &request_json(sentinel, &d, "MOBILE", Utc::now())).await;
-    status.wait_for(1, WAIT, |m| m.body["requestId"] == sentinel.to_string()).await;
-    assert_eq!(statuses(&status.for_device(&d))[..3], ["PENDING", "EXPIRED", "PENDING"]);
+    world
+        .send(
+            &producer,
+            "requests",
+            &d,
+            &request_json(sentinel, &d, "MOBILE", Utc::now()),
+        )
+        .await;
+    status
+        .wait_for(1, WAIT, |m| m.body["requestId"] == sentinel.to_string())
+        .await;
+    assert_eq!(
+        statuses(&status.for_device(&d))[..3],
+        ["PENDING", "EXPIRED", "PENDING"]
+    );
     let mut conn = world.redis().await;
     let shard = world.keys().shard_of(&d);
     let in_index: Option<f64> = redis::cmd("ZSCORE")
@@ -134,13 +232,29 @@ async fn expiry_due_while_no_worker_ran_is_emitted_once_after_restart() {
     let producer = world.producer();
     let d = device();
     let worker = world.start_in_process();
-    world.send(&producer, "requests", &d, &request_json(Uuid::new_v4(), &d, "MOBILE", Utc::now())).await;
+    world
+        .send(
+            &producer,
+            "requests",
+            &d,
+            &request_json(Uuid::new_v4(), &d, "MOBILE", Utc::now()),
+        )
+        .await;
     let pending = status.wait_for(1, WAIT, |_| true).await;
     worker.stop().await;
-    let deadline = chrono::DateTime::parse_from_rfc3339(pending[0].body["expiresAt"].as_str().unwrap()).unwrap();
+    let deadline =
+        chrono::DateTime::parse_from_rfc3339(pending[0].body["expiresAt"].as_str().unwrap())
+            .unwrap();
     // Wait (on the clock, not on the worker) until the deadline has passed.
-    wait_until(WAIT, "the deadline to pass", || async { (Utc::now() > deadline + chrono::Duration::milliseconds(500)).then_some(()) }).await;
-    assert_eq!(statuses(&status.for_device(&d)), ["PENDING"], "nothing expires while no worker runs");
+    wait_until(WAIT, "the deadline to pass", || async {
+        (Utc::now() > deadline + chrono::Duration::milliseconds(500)).then_some(())
+    })
+    .await;
+    assert_eq!(
+        statuses(&status.for_device(&d)),
+        ["PENDING"],
+        "nothing expires while no worker runs"
+    );
 
     let first = world.start_in_process();
     let second = world.start_in_process();
@@ -149,9 +263,22 @@ async fn expiry_due_while_no_worker_ran_is_emitted_once_after_restart() {
     // Two workers sweep the same index: one more request as a sentinel shows
     // no second EXPIRED came out.
     let sentinel = Uuid::new_v4();
-    world.send(&producer, "requests", &d, &request_json(sentinel, &d, "MOBILE", Utc::now())).await;
-    status.wait_for(1, WAIT, |m| m.body["requestId"] == sentinel.to_string()).await;
-    let expired = status.all().into_iter().filter(|m| m.body["status"] == "EXPIRED").count();
+    world
+        .send(
+            &producer,
+            "requests",
+            &d,
+            &request_json(sentinel, &d, "MOBILE", Utc::now()),
+        )
+        .await;
+    status
+        .wait_for(1, WAIT, |m| m.body["requestId"] == sentinel.to_string())
+        .await;
+    let expired = status
+        .all()
+        .into_iter()
+        .filter(|m| m.body["status"] == "EXPIRED")
+        .count();
     assert_eq!(expired, 1);
     first.stop().await;
     second.stop().await;
@@ -164,12 +291,21 @@ async fn reqwest_metrics(port: u16) -> String {
 /// Minimal HTTP/1.1 GET over a TCP stream: (status code, body).
 pub async fn http_get(port: u16, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
     let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).await.unwrap();
-    let code = response.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let code = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (code, body)
 }

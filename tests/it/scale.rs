@@ -11,7 +11,7 @@ use crate::helpers::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_apply_each_transition_once_with_increasing_sequences() {
-    let mut world = World::new("4s").await;
+    let mut world = World::new("20s").await;
     // A long lease: this test wants no re-publication, only first publications.
     world.set("OUTBOX__LEASE", "60s");
     let status = world.reader("status");
@@ -22,57 +22,92 @@ async fn two_workers_apply_each_transition_once_with_increasing_sequences() {
     // Device i: i%3==0 requested then uploaded (PENDING, RECEIVED);
     // i%3==1 requested and left to expire (PENDING, EXPIRED);
     // i%3==2 requested twice then uploaded (PENDING, PENDING, RECEIVED).
-    let mut expected: HashMap<Uuid, Vec<&str>> = HashMap::new();
-    let mut sends = Vec::new();
+    let expected: HashMap<Uuid, Vec<&str>> = devices
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let statuses = match i % 3 {
+                0 => vec!["PENDING", "RECEIVED"],
+                1 => vec!["PENDING", "EXPIRED"],
+                _ => vec!["PENDING", "PENDING", "RECEIVED"],
+            };
+            (d.device, statuses)
+        })
+        .collect();
+    // All requests at once (the producer keeps each device's order), stamped
+    // as they are sent; uploads once their request is PENDING, because the
+    // two topics are not ordered with each other.
+    let now = Utc::now();
+    let mut requests = Vec::new();
     for (i, d) in devices.iter().enumerate() {
-        let now = Utc::now();
-        sends.push(("requests", *d, request_json(Uuid::new_v4(), d, "MOBILE", now)));
-        match i % 3 {
-            0 => {
-                sends.push(("uploads", *d, upload_json(Uuid::new_v4(), d, None, now)));
-                expected.insert(d.device, vec!["PENDING", "RECEIVED"]);
-            }
-            1 => {
-                expected.insert(d.device, vec!["PENDING", "EXPIRED"]);
-            }
-            _ => {
-                sends.push(("requests", *d, request_json(Uuid::new_v4(), d, "MOBILE", now + chrono::Duration::milliseconds(1))));
-                sends.push(("uploads", *d, upload_json(Uuid::new_v4(), d, None, now + chrono::Duration::milliseconds(1))));
-                expected.insert(d.device, vec!["PENDING", "PENDING", "RECEIVED"]);
-            }
+        requests.push((*d, request_json(Uuid::new_v4(), d, "MOBILE", now)));
+        if i % 3 == 2 {
+            let later = now + chrono::Duration::milliseconds(1);
+            requests.push((*d, request_json(Uuid::new_v4(), d, "MOBILE", later)));
         }
     }
-    // Requests and uploads for one device go to different topics; the upload
-    // must not overtake its request, so send all requests first.
-    for (topic, d, body) in sends.iter().filter(|(t, _, _)| *t == "requests") {
-        world.send(&producer, topic, d, body).await;
-    }
-    let total_requests = sends.iter().filter(|(t, _, _)| *t == "requests").count();
-    status.wait_for(total_requests, Duration::from_secs(120), |m| m.body["status"] == "PENDING").await;
-    for (topic, d, body) in sends.iter().filter(|(t, _, _)| *t == "uploads") {
-        world.send(&producer, topic, d, body).await;
-    }
+    futures::future::join_all(
+        requests
+            .iter()
+            .map(|(d, body)| world.send(&producer, "requests", d, body)),
+    )
+    .await;
+    status
+        .wait_for(requests.len(), Duration::from_secs(120), |m| {
+            m.body["status"] == "PENDING"
+        })
+        .await;
+    let now = Utc::now();
+    let uploads: Vec<_> = devices
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 3 != 1)
+        .map(|(_, d)| (*d, upload_json(Uuid::new_v4(), d, None, now)))
+        .collect();
+    futures::future::join_all(
+        uploads
+            .iter()
+            .map(|(d, body)| world.send(&producer, "uploads", d, body)),
+    )
+    .await;
     let transitions: usize = expected.values().map(Vec::len).sum();
-    let events = status.wait_for(transitions, Duration::from_secs(120), |_| true).await;
+    let events = status
+        .wait_for(transitions, Duration::from_secs(120), |_| true)
+        .await;
 
     // Exactly once: as many messages as transitions, all ids distinct.
-    let ids: HashSet<_> = events.iter().map(|e| e.body["id"].as_str().unwrap().to_string()).collect();
+    let ids: HashSet<_> = events
+        .iter()
+        .map(|e| e.body["id"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(ids.len(), transitions, "distinct event ids");
     assert_eq!(events.len(), transitions, "no event published twice");
     // Per device: the expected statuses, in topic order, sequence increasing.
     let mut by_device: HashMap<Uuid, Vec<&Received>> = HashMap::new();
     for e in &events {
-        by_device.entry(e.body["device"]["id"].as_str().unwrap().parse().unwrap()).or_default().push(e);
+        by_device
+            .entry(e.body["device"]["id"].as_str().unwrap().parse().unwrap())
+            .or_default()
+            .push(e);
     }
     for (device, want) in &expected {
         let mut got = by_device.remove(device).unwrap_or_default();
         got.sort_by_key(|e| e.offset);
         let partitions: HashSet<_> = got.iter().map(|e| e.partition).collect();
         assert_eq!(partitions.len(), 1, "one device, one partition");
-        let statuses: Vec<&str> = got.iter().map(|e| e.body["status"].as_str().unwrap()).collect();
+        let statuses: Vec<&str> = got
+            .iter()
+            .map(|e| e.body["status"].as_str().unwrap())
+            .collect();
         assert_eq!(&statuses, want, "device {device}");
-        let sequences: Vec<u64> = got.iter().map(|e| e.body["sequence"].as_u64().unwrap()).collect();
-        assert!(sequences.windows(2).all(|w| w[0] < w[1]), "device {device}: {sequences:?}");
+        let sequences: Vec<u64> = got
+            .iter()
+            .map(|e| e.body["sequence"].as_u64().unwrap())
+            .collect();
+        assert!(
+            sequences.windows(2).all(|w| w[0] < w[1]),
+            "device {device}: {sequences:?}"
+        );
     }
     events.iter().take(50).for_each(assert_valid_event);
     for worker in &mut workers {
