@@ -288,16 +288,20 @@ async fn reqwest_metrics(port: u16) -> String {
     http_get(port, "/metrics").await.1
 }
 
-/// Minimal HTTP/1.1 GET over a TCP stream: (status code, body).
+/// Minimal HTTP/1.1 GET over a TCP stream: (status code, body); code 0
+/// when nothing listens (yet), so callers can wait for a server.
 pub async fn http_get(port: u16, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
+    let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return (0, String::new());
+    };
     let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
+    if stream.write_all(request.as_bytes()).await.is_err()
+        || stream.read_to_string(&mut response).await.is_err()
+    {
+        return (0, String::new());
+    }
     let code = response
         .split_whitespace()
         .nth(1)

@@ -1,0 +1,191 @@
+//! The operator commands, run as the real binary.
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use crate::helpers::*;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn device_logs(world: &World, args: &[&str], extra_env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_device-logs"))
+        .args(args)
+        .arg("--config")
+        .arg(world.config_path())
+        .envs(world.vars.iter().cloned())
+        .envs(
+            extra_env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_config_prints_redacted_settings_and_names_a_bad_key() {
+    let world = World::new("24h").await;
+    let ok = device_logs(
+        &world,
+        &["check-config"],
+        &[
+            ("DEVICE_LOGS__REDIS__PASSWORD", "redis-secret-pw"),
+            ("DEVICE_LOGS__KAFKA__SASL__PASSWORD", "sasl-secret-pw"),
+        ],
+    );
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    let printed = text(&ok.stdout);
+    assert!(
+        printed.contains(&format!("requests = \"{}\"", world.topic("requests"))),
+        "{printed}"
+    );
+    assert!(
+        !printed.contains("redis-secret-pw") && !printed.contains("sasl-secret-pw"),
+        "{printed}"
+    );
+    assert!(printed.contains("<redacted>"));
+
+    let bad = device_logs(
+        &world,
+        &["check-config"],
+        &[("DEVICE_LOGS__EXPIRY__SWEEP_INTERVAL", "often")],
+    );
+    assert!(!bad.status.success());
+    assert!(
+        text(&bad.stderr).contains("sweep_interval"),
+        "{}",
+        text(&bad.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_topics_is_idempotent() {
+    let world = World::new("24h").await; // created the four topics already
+    let again = device_logs(&world, &["create-topics"], &[]);
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    let out = text(&again.stdout);
+    for name in ["requests", "uploads", "status", "dlq"] {
+        assert!(
+            out.contains(&format!("{}: exists", world.topic(name))),
+            "{out}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_upload_and_status_commands_drive_the_flow_through_the_worker() {
+    let world = World::new("24h").await;
+    let worker = world.start_in_process();
+    let status = world.reader("status");
+    let d = device();
+    let (e, u, dev) = (
+        d.environment.to_string(),
+        d.user.to_string(),
+        d.device.to_string(),
+    );
+    let ids = [
+        "--environment",
+        e.as_str(),
+        "--user",
+        u.as_str(),
+        "--device",
+        dev.as_str(),
+    ];
+    let args = |cmd: &'static str| [&[cmd][..], &ids[..]].concat();
+
+    let missing = device_logs(&world, &args("status"), &[]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        text(&missing.stderr).contains("not found"),
+        "{}",
+        text(&missing.stderr)
+    );
+
+    let sent = device_logs(&world, &args("request"), &[]);
+    assert!(sent.status.success(), "{}", text(&sent.stderr));
+    status
+        .wait_for(1, WAIT, |m| m.body["status"] == "PENDING")
+        .await;
+    let pending: serde_json::Value =
+        serde_json::from_slice(&device_logs(&world, &args("status"), &[]).stdout).unwrap();
+    assert_eq!(pending["status"], "PENDING");
+    assert!(
+        pending["expiresAt"]
+            .as_str()
+            .is_some_and(|s| s.ends_with('Z') && s.len() == 24),
+        "{pending}"
+    );
+    assert!(pending["_links"]["self"]["href"]
+        .as_str()
+        .unwrap()
+        .ends_with(&format!("/devices/{dev}/logs")));
+
+    let uploaded = device_logs(&world, &args("upload"), &[]);
+    assert!(uploaded.status.success(), "{}", text(&uploaded.stderr));
+    status
+        .wait_for(1, WAIT, |m| m.body["status"] == "RECEIVED")
+        .await;
+    let received: serde_json::Value =
+        serde_json::from_slice(&device_logs(&world, &args("status"), &[]).stdout).unwrap();
+    assert_eq!(received["status"], "RECEIVED");
+    assert_eq!(received["expiresAt"], serde_json::Value::Null);
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_authenticates_to_redis_with_acl_credentials_and_never_logs_them() {
+    let world = World::new("24h").await;
+    let user = format!("it-{}", world.suffix);
+    let password = format!("pw-{}", uuid::Uuid::new_v4().simple());
+    let mut conn = world.redis().await;
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg(&user)
+        .arg("on")
+        .arg(format!(">{password}"))
+        .arg("~*")
+        .arg("+@all")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let status = world.reader("status");
+    let producer = world.producer();
+    let mut worker = world.spawn_child(&[
+        ("DEVICE_LOGS__REDIS__USERNAME", user.as_str()),
+        ("DEVICE_LOGS__REDIS__PASSWORD", password.as_str()),
+        ("DEVICE_LOGS__KAFKA__SASL__PASSWORD", "sasl-never-logged"),
+        ("RUST_LOG", "debug"),
+    ]);
+    let d = device();
+    world
+        .send(
+            &producer,
+            "requests",
+            &d,
+            &request_json(uuid::Uuid::new_v4(), &d, "MOBILE", chrono::Utc::now()),
+        )
+        .await;
+    status.wait_for(1, WAIT, |_| true).await;
+    terminate(&worker);
+    assert!(worker.wait().unwrap().success());
+    let logs = world.child_logs();
+    assert!(logs.contains("offsets committed"), "worker ran");
+    assert!(
+        !logs.contains(&password),
+        "the Redis password leaked into the logs"
+    );
+    assert!(
+        !logs.contains("sasl-never-logged"),
+        "the SASL password leaked into the logs"
+    );
+    let _: () = redis::cmd("ACL")
+        .arg("DELUSER")
+        .arg(&user)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+}
