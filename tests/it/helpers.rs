@@ -219,6 +219,21 @@ impl World {
         self.config_dir.path().join("test.toml")
     }
 
+    /// Sets a librdkafka property of later workers (the config file's
+    /// `[kafka.properties]`), e.g. a longer session timeout under load.
+    pub fn set_kafka_property(&self, key: &str, value: &str) {
+        let path = self.config_path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let line_start = format!("\"{key}\" = ");
+        let mut lines: Vec<String> = text
+            .lines()
+            .filter(|l| !l.starts_with(&line_start))
+            .map(str::to_owned)
+            .collect();
+        lines.push(format!("{line_start}\"{value}\""));
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    }
+
     /// Overrides one setting (e.g. `("OUTBOX__LEASE", "30s")`) for later workers.
     pub fn set(&mut self, key: &str, value: &str) {
         let key = format!("DEVICE_LOGS__{key}");
@@ -257,11 +272,11 @@ impl World {
     }
 
     /// Starts the worker binary as a child process.
-    pub fn spawn_child(&self, extra_env: &[(&str, &str)]) -> Child {
+    pub fn spawn_child(&self, extra_env: &[(&str, &str)]) -> KillOnDrop {
         let log_path = self
             .log_dir()
             .join(format!("worker-{}.log", Uuid::new_v4()));
-        let log = std::fs::File::create(log_path).unwrap();
+        let log = std::fs::File::create(&log_path).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_device-logs"));
         cmd.arg("run")
             .arg("--config")
@@ -277,7 +292,7 @@ impl World {
         cmd.env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log);
-        cmd.spawn().unwrap()
+        KillOnDrop(cmd.spawn().unwrap(), Some(log_path))
     }
 
     /// The stderr logs of every child started so far.
@@ -295,7 +310,7 @@ impl World {
         ClientConfig::new()
             .set("bootstrap.servers", &self.brokers)
             .set("enable.idempotence", "true")
-            .set("linger.ms", "2")
+            .set("linger.ms", "10")
             .create()
             .unwrap()
     }
@@ -479,4 +494,57 @@ pub fn terminate(child: &Child) {
         .arg("-TERM")
         .arg(child.id().to_string())
         .status();
+}
+
+/// A child process that is killed when the test lets go of it, so a failed
+/// test leaves no worker or server behind to load the machine.
+pub struct KillOnDrop(pub Child, pub Option<PathBuf>);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl KillOnDrop {
+    /// This worker's log so far.
+    pub fn logs(&self) -> String {
+        self.1
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .unwrap_or_default()
+    }
+
+    /// The partitions of this worker's latest assignment.
+    pub fn assignment(&self) -> Vec<String> {
+        let logs = self.logs();
+        let latest = logs
+            .lines()
+            .filter(|l| l.contains("partitions assigned"))
+            .last();
+        latest
+            .and_then(|l| serde_json::from_str::<Value>(l).ok())
+            .and_then(|v| {
+                v["fields"]["partitions"].as_str().map(|p| {
+                    p.split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        kill(&mut self.0);
+    }
 }

@@ -289,17 +289,20 @@ async fn a_real_prometheus_scrapes_the_worker_and_answers_dashboard_queries() {
     )
     .unwrap();
     let web = free_port();
-    let mut prometheus = Command::new("prometheus")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.path().join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{web}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let _prometheus = KillOnDrop(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{web}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+        None,
+    );
     let requests = world.topic("requests");
     let queries = [
         format!("device_logs_inputs_total{{outcome=\"applied\",topic=\"{requests}\"}}"),
@@ -321,6 +324,5 @@ async fn a_real_prometheus_scrapes_the_worker_and_answers_dashboard_queries() {
             assert_eq!(body["data"]["result"][0]["value"][1], "1", "{body}");
         }
     }
-    kill(&mut prometheus);
     worker.stop().await;
 }
