@@ -94,14 +94,30 @@ pub struct Received {
 }
 
 /// Reads a topic from the beginning into memory, in the background.
+/// Every message read is checked against its schema (and, for status
+/// events, its CloudEvents headers) whenever a test looks at it, so every
+/// message the worker publishes in the integration tests is validated.
 pub struct TopicReader {
     seen: Arc<Mutex<Vec<Received>>>,
+    kind: device_logs::payload::Kind,
     task: JoinHandle<()>,
 }
 
 impl TopicReader {
     pub fn all(&self) -> Vec<Received> {
-        self.seen.lock().unwrap().clone()
+        let all = self.seen.lock().unwrap().clone();
+        for message in &all {
+            let violations = self.kind.violations(&message.body);
+            assert!(
+                violations.is_empty(),
+                "published message violates its schema: {}: {violations:?}",
+                message.body
+            );
+            if self.kind == device_logs::payload::Kind::StatusChanged {
+                assert_valid_event(message);
+            }
+        }
+        all
     }
 
     /// Messages with distinct ids (a re-published event carries the id of
@@ -160,10 +176,11 @@ impl World {
         let brokers = required("DEVICE_LOGS_TEST_BROKERS");
         let suffix = Uuid::new_v4().simple().to_string()[..10].to_string();
         let config_dir = tempfile::tempdir().unwrap();
-        // Short group timeouts so rebalances in tests take seconds.
+        // Group timeouts: short enough that a killed worker's partitions move on
+        // within seconds, long enough for the test broker's coordinator under load.
         std::fs::write(
             config_dir.path().join("test.toml"),
-            "[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"1000\"\n\"topic.metadata.refresh.interval.ms\" = \"5000\"\n",
+            "[kafka.properties]\n\"session.timeout.ms\" = \"15000\"\n\"heartbeat.interval.ms\" = \"3000\"\n\"topic.metadata.refresh.interval.ms\" = \"5000\"\n",
         )
         .unwrap();
         let vars = [
@@ -388,7 +405,12 @@ impl World {
                 });
             }
         });
-        TopicReader { seen, task }
+        let kind = if name == "status" {
+            device_logs::payload::Kind::StatusChanged
+        } else {
+            device_logs::payload::Kind::DeadLetter
+        };
+        TopicReader { seen, kind, task }
     }
 
     pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
@@ -527,8 +549,7 @@ impl KillOnDrop {
         let logs = self.logs();
         let latest = logs
             .lines()
-            .filter(|l| l.contains("partitions assigned"))
-            .last();
+            .rfind(|l| l.contains("partitions assigned"));
         latest
             .and_then(|l| serde_json::from_str::<Value>(l).ok())
             .and_then(|v| {

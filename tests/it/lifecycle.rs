@@ -97,25 +97,40 @@ async fn duplicate_and_stale_inputs_make_no_event_and_rerequest_restarts_the_win
     world.send(&producer, "uploads", &d, &upload).await;
     world.send(&producer, "uploads", &d, &upload).await; // duplicate upload
 
-    // A sentinel on the same device and partition: once its event is in,
-    // everything sent before it has been processed.
-    let sentinel_id = Uuid::new_v4();
+    // Sentinels, one per input topic, on the device's partitions: an input
+    // the worker dead-letters. Once both dead letters are out, everything
+    // sent before them on either topic has been processed. (The two topics
+    // are not ordered with each other, so one sentinel would not do.)
+    let dlq = world.reader("dlq");
+    let request_sentinel = request_json(Uuid::new_v4(), &d, "SMS", Utc::now()).to_string();
+    let upload_sentinel =
+        upload_json(Uuid::new_v4(), &d, Some(Uuid::new_v4()), Utc::now()).to_string();
     world
-        .send(
+        .send_raw(
             &producer,
             "requests",
-            &d,
-            &request_json(sentinel_id, &d, "MOBILE", Utc::now()),
+            &d.device.to_string(),
+            request_sentinel.as_bytes(),
         )
         .await;
-    status
-        .wait_for(1, WAIT, |m| m.body["requestId"] == sentinel_id.to_string())
+    world
+        .send_raw(
+            &producer,
+            "uploads",
+            &d.device.to_string(),
+            upload_sentinel.as_bytes(),
+        )
         .await;
+    dlq.wait_for(2, WAIT, |m| {
+        m.body["input"]["payload"] == request_sentinel.as_str()
+            || m.body["input"]["payload"] == upload_sentinel.as_str()
+    })
+    .await;
 
     let events = status.for_device(&d);
     assert_eq!(
         statuses(&events),
-        ["PENDING", "PENDING", "RECEIVED", "PENDING"],
+        ["PENDING", "PENDING", "RECEIVED"],
         "{events:#?}"
     );
     assert_eq!(events[1].body["previousStatus"], "PENDING");

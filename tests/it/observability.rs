@@ -143,6 +143,19 @@ async fn metrics_count_a_scripted_run_by_outcome() {
         ("device_logs_event_lag_seconds_count".to_string(), 12.0),
         ("device_logs_pending_requests".to_string(), 0.0),
         ("device_logs_outbox_depth".to_string(), 0.0),
+        // From librdkafka statistics (every 5 s): everything consumed.
+        (
+            format!("device_logs_consumer_lag{{partition=\"0\",topic=\"{requests}\"}}"),
+            0.0,
+        ),
+        (
+            format!("device_logs_consumer_lag{{partition=\"2\",topic=\"{uploads}\"}}"),
+            0.0,
+        ),
+        (
+            "device_logs_rebalances_total{kind=\"assign\"}".to_string(),
+            1.0,
+        ),
     ];
     // Delivery reports and gauge samples land shortly after the events.
     let metrics = wait_until(WAIT, "metrics to settle", || async {
