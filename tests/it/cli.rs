@@ -189,3 +189,99 @@ async fn worker_authenticates_to_redis_with_acl_credentials_and_never_logs_them(
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_reaches_redis_over_tls_with_a_trusted_ca_only() {
+    let world = World::new("24h").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+        ])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    let port = free_port();
+    let _redis = KillOnDrop(
+        Command::new("redis-server")
+            .args([
+                "--port",
+                "0",
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--tls-auth-clients",
+                "no",
+            ])
+            .args(["--tls-port", &port.to_string()])
+            .arg("--tls-cert-file")
+            .arg(&cert)
+            .arg("--tls-key-file")
+            .arg(&key)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+        None,
+    );
+    wait_until(WAIT, "tls redis", || async {
+        std::net::TcpStream::connect(("127.0.0.1", port))
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+    let d = device();
+    let (e, u, dev) = (
+        d.environment.to_string(),
+        d.user.to_string(),
+        d.device.to_string(),
+    );
+    let args = [
+        "status",
+        "--environment",
+        e.as_str(),
+        "--user",
+        u.as_str(),
+        "--device",
+        dev.as_str(),
+    ];
+    let url = format!("rediss://127.0.0.1:{port}");
+    let cert_file = cert.to_string_lossy().to_string();
+    // Trusting the server's certificate: the TLS connection works and the
+    // answer is the store's ("not found", exit 1).
+    let trusted = device_logs(
+        &world,
+        &args,
+        &[
+            ("DEVICE_LOGS__REDIS__URL", url.as_str()),
+            ("SSL_CERT_FILE", cert_file.as_str()),
+        ],
+    );
+    assert_eq!(trusted.status.code(), Some(1), "{}", text(&trusted.stderr));
+    assert!(
+        text(&trusted.stderr).contains("not found"),
+        "{}",
+        text(&trusted.stderr)
+    );
+    // Without the CA the certificate is refused: TLS verification is real.
+    let untrusted = device_logs(&world, &args, &[("DEVICE_LOGS__REDIS__URL", url.as_str())]);
+    assert!(!untrusted.status.success());
+    assert!(
+        !text(&untrusted.stderr).contains("not found"),
+        "{}",
+        text(&untrusted.stderr)
+    );
+}
