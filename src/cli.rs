@@ -8,10 +8,10 @@ use clap::{Args, Parser, Subcommand};
 use uuid::Uuid;
 
 use crate::config::Settings;
-use crate::domain::{timestamp, DeviceRef, LogRequest, LogsUploaded, MOBILE};
-use crate::kafka::{self, EventProducer, Headers};
+use crate::domain::{DeviceRef, LogRequest, LogsUploaded, MOBILE};
+use crate::kafka::{self, EventProducer};
 use crate::metrics::Metrics;
-use crate::payload::{self, EVENT_SOURCE};
+use crate::payload;
 use crate::store::RedisStore;
 
 #[derive(Debug, Parser)]
@@ -32,6 +32,18 @@ pub struct Cli {
 pub enum Command {
     /// Run the worker until SIGTERM or SIGINT.
     Run,
+    /// Run the HTTP API (stateless; any number of replicas) until SIGTERM or SIGINT.
+    Api,
+    /// Run the whole system in one process with nothing installed: an
+    /// in-process broker, an in-memory store, the worker and the API.
+    Dev {
+        /// How long a request stays PENDING (e.g. 30s to try expiry).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        ttl: Option<Duration>,
+        /// Address of the API.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+    },
     /// Validate the configuration and print it with secrets redacted.
     CheckConfig,
     /// Create the four topics (idempotent).
@@ -92,7 +104,9 @@ impl DeviceArgs {
 /// Returns the process exit code.
 pub async fn execute(settings: Settings, command: Command) -> anyhow::Result<i32> {
     match command {
-        Command::Run => unreachable!("main runs the worker"),
+        Command::Run | Command::Api | Command::Dev { .. } => {
+            unreachable!("main runs the long-running commands")
+        }
         Command::CheckConfig => {
             print!("{}", settings.to_redacted_toml());
             Ok(0)
@@ -196,29 +210,15 @@ async fn publish(
     body: &serde_json::Value,
 ) -> anyhow::Result<()> {
     let producer = EventProducer::new(&settings.kafka)?;
-    let (id, time) = (id.to_string(), timestamp(Utc::now()));
-    let subject = format!(
-        "environments/{}/users/{}/devices/{}",
-        device.environment, device.user, device.device
-    );
-    let headers = Headers {
-        id: &id,
-        event_type,
-        source: EVENT_SOURCE,
-        time: &time,
-        subject: &subject,
-    };
-    let delivery = producer
-        .send(
+    producer
+        .publish_input(
             topic,
-            &device.device.to_string(),
+            event_type,
+            device,
+            id,
             &body.to_string(),
-            &headers,
+            Duration::from_secs(30),
         )
         .await?;
-    match tokio::time::timeout(Duration::from_secs(30), delivery).await {
-        Ok(Ok(Ok(_))) => Ok(()),
-        Ok(Ok(Err((e, _)))) => Err(e.into()),
-        _ => anyhow::bail!("no delivery report from the broker within 30s"),
-    }
+    Ok(())
 }

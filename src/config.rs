@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod api;
+pub use api::{parse_device_key, ApiSettings, AuthSettings, DeviceSettings};
+
 /// The configuration file shipped with the binary; every key is documented there.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
@@ -34,6 +37,7 @@ pub struct Settings {
     pub http: HttpSettings,
     pub log: LogSettings,
     pub shutdown: ShutdownSettings,
+    pub api: ApiSettings,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -271,7 +275,7 @@ impl Settings {
         if self.shutdown.timeout.is_zero() {
             return Err(invalid("shutdown.timeout", "must be positive"));
         }
-        Ok(())
+        self.api.validate()
     }
 
     /// The settings with every secret replaced, for printing and logging.
@@ -284,6 +288,7 @@ impl Settings {
         };
         hide(&mut s.kafka.sasl.password);
         hide(&mut s.redis.password);
+        hide(&mut s.api.auth.hs256_secret);
         for (key, value) in s.kafka.properties.iter_mut() {
             if is_secret_property(key) {
                 hide(value);

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::kafka::EventProducer;
 use crate::metrics::Metrics;
-use crate::store::RedisStore;
+use crate::store::AnyStore;
 
 /// A loop that has not beaten for this long is considered hung.
 const STALE_AFTER_SECS: i64 = 120;
@@ -28,7 +28,7 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub struct Health {
     metrics: Metrics,
-    store: RedisStore,
+    store: AnyStore,
     producer: EventProducer,
     joined: Arc<AtomicBool>,
     consumer_beat: AtomicI64,
@@ -42,7 +42,7 @@ fn now_secs() -> i64 {
 impl Health {
     pub fn new(
         metrics: Metrics,
-        store: RedisStore,
+        store: AnyStore,
         producer: EventProducer,
         joined: Arc<AtomicBool>,
     ) -> Self {

@@ -9,17 +9,23 @@
 //!   the events and dead letters the worker writes.
 //! - [`config`]: settings from `config/*.toml` plus `DEVICE_LOGS__*` overrides.
 //! - [`store`]: Redis adapter: key layout, atomic apply script, deadline index,
-//!   outbox.
+//!   outbox; the in-memory store of the same contract; [`store::AnyStore`]
+//!   over both.
 //! - [`kafka`]: client configuration, the consumer context, the producer of
 //!   events and dead letters, topic administration.
 //! - [`worker`]: the batch loop that turns polled inputs into applied decisions
 //!   and stored offsets; [`worker::run`] is the whole worker.
 //! - [`sweeper`]: expiry of overdue PENDING requests and the outbox drain.
 //! - [`metrics`]: the Prometheus registry; [`http`]: `/metrics`, `/livez`, `/readyz`.
+//! - [`api`]: the HTTP API (`device-logs api`): PUT/GET of the log request
+//!   resource, JWT auth, device directory, platform error shape.
+//! - [`dev`]: `device-logs dev`, everything in one process on a mock broker.
 //! - [`cli`]: the subcommands of the `device-logs` binary.
 
+pub mod api;
 pub mod cli;
 pub mod config;
+pub mod dev;
 pub mod domain;
 pub mod failpoint;
 pub mod http;

@@ -4,8 +4,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use device_logs::cli::{self, Cli, Command};
-use device_logs::config::Settings;
-use device_logs::{telemetry, worker};
+use device_logs::config::{LogFormat, Settings};
+use device_logs::dev::{self, DevOptions};
+use device_logs::{api, telemetry, worker};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -17,7 +18,12 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init(&settings.log);
+    let mut log = settings.log.clone();
+    if matches!(cli.command, Command::Dev { .. }) {
+        // Dev mode is read by a person at a terminal.
+        log.format = LogFormat::Text;
+    }
+    telemetry::init(&log);
     match cli.command {
         Command::Run => match worker::run(settings, shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
@@ -26,6 +32,11 @@ async fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Api => exit(api::run(settings, shutdown_signal()).await, "api"),
+        Command::Dev { ttl, listen } => exit(
+            dev::run(settings, DevOptions { ttl, listen }, shutdown_signal()).await,
+            "dev",
+        ),
         command => match cli::execute(settings, command).await {
             Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
             Err(e) => {
@@ -33,6 +44,17 @@ async fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+fn exit(result: anyhow::Result<()>, what: &str) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "{what} failed");
+            eprintln!("device-logs {what}: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -8,7 +8,7 @@ mod producer;
 
 pub use admin::create_topics;
 pub use context::{Consumer, WorkerContext};
-pub use producer::{EventProducer, Headers};
+pub use producer::{EventProducer, Headers, PublishError};
 
 use rdkafka::ClientConfig;
 

@@ -90,3 +90,49 @@ impl EventProducer {
         self.producer.client().fetch_metadata(None, timeout).is_ok()
     }
 }
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("cannot enqueue the message")]
+    Enqueue(#[source] KafkaError),
+    #[error("the broker refused the message")]
+    Delivery(#[source] KafkaError),
+    #[error("no delivery report from the broker within {0:?}")]
+    Timeout(Duration),
+}
+
+impl EventProducer {
+    /// Produces one input (LogRequest, LogsUploaded) keyed by device id, with
+    /// its CloudEvents headers, and waits for the broker's acknowledgement.
+    pub async fn publish_input(
+        &self,
+        topic: &str,
+        event_type: &str,
+        device: &crate::domain::DeviceRef,
+        id: uuid::Uuid,
+        body: &str,
+        timeout: Duration,
+    ) -> Result<(), PublishError> {
+        let (id, time) = (id.to_string(), crate::domain::timestamp(chrono::Utc::now()));
+        let subject = format!(
+            "environments/{}/users/{}/devices/{}",
+            device.environment, device.user, device.device
+        );
+        let headers = Headers {
+            id: &id,
+            event_type,
+            source: crate::payload::EVENT_SOURCE,
+            time: &time,
+            subject: &subject,
+        };
+        let delivery = self
+            .send(topic, &device.device.to_string(), body, &headers)
+            .await
+            .map_err(PublishError::Enqueue)?;
+        match tokio::time::timeout(timeout, delivery).await {
+            Ok(Ok(Ok(_))) => Ok(()),
+            Ok(Ok(Err((e, _)))) => Err(PublishError::Delivery(e)),
+            Ok(Err(_)) | Err(_) => Err(PublishError::Timeout(timeout)),
+        }
+    }
+}

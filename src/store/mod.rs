@@ -8,7 +8,9 @@
 //! and decides again. Two workers racing on one device, or two sweepers on
 //! one deadline, therefore apply a transition once.
 
+mod any;
 pub mod keys;
+pub mod memory;
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -22,7 +24,9 @@ use crate::config::RedisSettings;
 use crate::domain::{DeviceRef, Record, Status, Transition};
 use crate::metrics::Metrics;
 use crate::payload::StoredRecord;
+pub use any::AnyStore;
 pub use keys::Keys;
+pub use memory::MemoryStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::{decide, Decision, DeviceRef, Ignored, Input, Policy, Rejection, Transition};
 use crate::payload;
-use crate::store::{Applied, ApplyOp, Loaded, RedisStore, StoreError};
+use crate::store::{AnyStore, Applied, ApplyOp, Loaded, StoreError};
 
 /// Rounds of re-deciding after conflicts before the batch is retried whole.
 /// Conflicts need a concurrent writer on the same device, so more than a few
@@ -57,7 +57,7 @@ pub enum EngineError {
 
 #[derive(Clone)]
 pub struct Engine {
-    pub store: RedisStore,
+    pub store: AnyStore,
     pub policy: Policy,
     pub links_base_url: Arc<str>,
     pub clock: Arc<dyn Clock>,

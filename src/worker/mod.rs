@@ -23,7 +23,7 @@ use crate::domain::Policy;
 use crate::http::{self, Health};
 use crate::kafka::{self, Consumer, EventProducer, WorkerContext};
 use crate::metrics::Metrics;
-use crate::store::{RedisStore, StoreError};
+use crate::store::{AnyStore, RedisStore, StoreError};
 use crate::sweeper;
 pub use engine::{Clock, Engine, SystemClock};
 use publisher::Publisher;
@@ -52,17 +52,22 @@ pub fn policy(settings: &Settings) -> Policy {
     }
 }
 
+/// The metrics registry of a worker for these settings' topics.
+pub fn worker_metrics(settings: &Settings) -> Metrics {
+    let topics = &settings.kafka.topics;
+    Metrics::new(
+        &[&topics.requests, &topics.uploads],
+        &[&topics.status, &topics.dead_letters],
+    )
+}
+
 /// Runs the worker until `shutdown` completes, then stops intake, finishes
 /// the in-flight batch, commits, flushes, within `shutdown.timeout`.
 pub async fn run(
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), WorkerError> {
-    let topics = &settings.kafka.topics;
-    let metrics = Metrics::new(
-        &[&topics.requests, &topics.uploads],
-        &[&topics.status, &topics.dead_letters],
-    );
+    let metrics = worker_metrics(&settings);
     let store = RedisStore::connect(
         &settings.redis,
         settings.logs.retention,
@@ -70,6 +75,26 @@ pub async fn run(
         metrics.clone(),
     )
     .await?;
+    run_with(
+        settings,
+        store.into(),
+        metrics,
+        Arc::new(SystemClock),
+        shutdown,
+    )
+    .await
+}
+
+/// [`run`] on a given store and clock (dev mode runs it on the in-memory
+/// store); `metrics` is the registry the store reports to.
+pub async fn run_with(
+    settings: Settings,
+    store: AnyStore,
+    metrics: Metrics,
+    clock: Arc<dyn Clock>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), WorkerError> {
+    let topics = &settings.kafka.topics;
     let producer = EventProducer::new(&settings.kafka)?;
     let joined = Arc::new(AtomicBool::new(false));
     let consumer: Consumer = kafka::consumer_config(&settings.kafka)
@@ -96,7 +121,7 @@ pub async fn run(
         store: store.clone(),
         policy: policy(&settings),
         links_base_url: settings.logs.links_base_url.as_str().into(),
-        clock: Arc::new(SystemClock),
+        clock,
     };
     let publisher = Publisher::new(
         producer.clone(),

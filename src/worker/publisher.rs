@@ -16,7 +16,7 @@ use tokio_util::task::TaskTracker;
 use crate::kafka::{EventProducer, Headers};
 use crate::metrics::Metrics;
 use crate::payload::{EVENT_SOURCE, STATUS_CHANGED_TYPE};
-use crate::store::{OutboxEvent, RedisStore};
+use crate::store::{AnyStore, OutboxEvent};
 
 /// An event to publish, with what its metrics need.
 #[derive(Debug, Clone)]
@@ -47,14 +47,14 @@ struct IdOnly {
 #[derive(Clone)]
 pub struct Publisher {
     producer: EventProducer,
-    store: RedisStore,
+    store: AnyStore,
     metrics: Metrics,
     topic: Arc<str>,
     tracker: TaskTracker,
 }
 
 impl Publisher {
-    pub fn new(producer: EventProducer, store: RedisStore, metrics: Metrics, topic: &str) -> Self {
+    pub fn new(producer: EventProducer, store: AnyStore, metrics: Metrics, topic: &str) -> Self {
         Publisher {
             producer,
             store,

@@ -547,9 +547,7 @@ impl KillOnDrop {
     /// The partitions of this worker's latest assignment.
     pub fn assignment(&self) -> Vec<String> {
         let logs = self.logs();
-        let latest = logs
-            .lines()
-            .rfind(|l| l.contains("partitions assigned"));
+        let latest = logs.lines().rfind(|l| l.contains("partitions assigned"));
         latest
             .and_then(|l| serde_json::from_str::<Value>(l).ok())
             .and_then(|v| {
