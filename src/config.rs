@@ -190,6 +190,36 @@ impl Settings {
             }
         }
         let k = &self.kafka;
+        if let Some(owned) = k
+            .properties
+            .keys()
+            .find(|p| OWNED_PROPERTIES.contains(&p.to_ascii_lowercase().as_str()))
+        {
+            return Err(invalid(
+                "kafka.properties",
+                format!("`{owned}` is set by the worker and cannot be overridden"),
+            ));
+        }
+        for (key, duration) in [
+            ("kafka.batch_linger", k.batch_linger),
+            ("redis.command_timeout", self.redis.command_timeout),
+            ("logs.ttl", self.logs.ttl),
+            ("logs.retention", self.logs.retention),
+            ("logs.max_clock_skew", self.logs.max_clock_skew),
+            ("expiry.sweep_interval", self.expiry.sweep_interval),
+            ("outbox.lease", self.outbox.lease),
+            ("shutdown.timeout", self.shutdown.timeout),
+        ] {
+            if duration > MAX_DURATION {
+                return Err(invalid(key, "must be at most 3650d"));
+            }
+        }
+        if self.logs.retention < Duration::from_secs(1) {
+            return Err(invalid(
+                "logs.retention",
+                "must be at least 1s (it is also the dedup window)",
+            ));
+        }
         if k.brokers.trim().is_empty() {
             return Err(invalid("kafka.brokers", "must not be empty"));
         }
@@ -355,10 +385,29 @@ fn toml_key(key: &str) -> String {
 pub fn is_secret_property(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
     key.contains("password")
+        || key.contains("passphrase")
         || key.contains("secret")
         || key.ends_with(".key.pem")
         || key.contains("token")
+        || key == "sasl.oauthbearer.config"
 }
+
+/// librdkafka properties the worker's guarantees rest on: overriding them
+/// through `kafka.properties` would silently drop at-least-once delivery,
+/// deduplicated producing or the start-from-earliest rule.
+const OWNED_PROPERTIES: [&str; 7] = [
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "auto.offset.reset",
+    "enable.idempotence",
+    "acks",
+    "request.required.acks",
+    "group.id",
+];
+
+/// Longest duration any setting accepts (ten years): beyond it, timestamp
+/// arithmetic would overflow.
+const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 #[cfg(test)]
 mod tests {
@@ -420,6 +469,32 @@ mod tests {
         let printed = s.to_redacted_toml();
         assert!(!printed.contains("s3cr3t"), "{printed}");
         assert!(printed.contains("/etc/ca.pem"), "{printed}");
+    }
+
+    #[test]
+    fn guarantee_bearing_kafka_properties_and_huge_durations_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[kafka.properties]\n\"enable.auto.offset.store\" = \"true\"\n",
+        )
+        .unwrap();
+        let err = Settings::load_from(Some(&path), env(&[])).unwrap_err();
+        assert!(
+            err.to_string().contains("enable.auto.offset.store"),
+            "{err}"
+        );
+        let err =
+            Settings::load_from(None, env(&[("DEVICE_LOGS__LOGS__TTL", "20000d")])).unwrap_err();
+        assert!(err.to_string().contains("logs.ttl"), "{err}");
+        let err = Settings::load_from(None, env(&[("DEVICE_LOGS__LOGS__RETENTION", "10ms")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("logs.retention"), "{err}");
+        assert!(
+            is_secret_property("ssl.key.password")
+                && is_secret_property("sasl.oauthbearer.assertion.private.key.passphrase")
+        );
     }
 
     #[test]

@@ -25,13 +25,19 @@ async fn main() -> ExitCode {
     }
     telemetry::init(&log);
     match cli.command {
-        Command::Run => match worker::run(settings, shutdown_signal()).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                tracing::error!(error = %e, cause = ?std::error::Error::source(&e).map(|s| s.to_string()), "worker failed");
-                ExitCode::FAILURE
-            }
-        },
+        Command::Run => {
+            let code = match worker::run(settings, shutdown_signal()).await {
+                Ok(()) => 0,
+                Err(e) => {
+                    tracing::error!(error = %e, cause = ?std::error::Error::source(&e).map(|s| s.to_string()), "worker failed");
+                    1
+                }
+            };
+            // Exit here rather than return: dropping the runtime would wait
+            // without limit for blocking tasks (a librdkafka close can hang
+            // on an unreachable broker), breaking the shutdown bound.
+            std::process::exit(code)
+        }
         Command::Api => exit(api::run(settings, shutdown_signal()).await, "api"),
         Command::Dev { ttl, listen } => exit(
             dev::run(settings, DevOptions { ttl, listen }, shutdown_signal()).await,

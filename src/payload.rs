@@ -281,7 +281,17 @@ pub struct InputOrigin<'a> {
 }
 
 /// The dead letter of an input: original bytes, origin, platform error shape.
-pub fn dead_letter(rejection: &Rejection, origin: &InputOrigin<'_>, now: DateTime<Utc>) -> Value {
+///
+/// At most `max_payload` bytes of the input are embedded (`truncated` then
+/// says so, `sizeBytes` gives the original size): an oversize input, base64-
+/// or JSON-escaped, could otherwise exceed the broker's message size and its
+/// dead letter could never be written, which would stall the partition.
+pub fn dead_letter(
+    rejection: &Rejection,
+    origin: &InputOrigin<'_>,
+    now: DateTime<Utc>,
+    max_payload: usize,
+) -> Value {
     let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
     let mut input = json!({
         "topic": origin.topic,
@@ -289,10 +299,13 @@ pub fn dead_letter(rejection: &Rejection, origin: &InputOrigin<'_>, now: DateTim
         "offset": origin.offset,
         "key": origin.key.map(|k| std::str::from_utf8(k).map(str::to_owned).unwrap_or_else(|_| b64(k))),
         "timestamp": origin.timestamp.map(timestamp),
+        "sizeBytes": origin.payload.len(),
+        "truncated": origin.payload.len() > max_payload,
     });
-    match std::str::from_utf8(origin.payload) {
+    let kept = &origin.payload[..origin.payload.len().min(max_payload)];
+    match std::str::from_utf8(kept) {
         Ok(text) => input["payload"] = json!(text),
-        Err(_) => input["payloadBase64"] = json!(b64(origin.payload)),
+        Err(_) => input["payloadBase64"] = json!(b64(kept)),
     }
     let details: Vec<Value> = rejection
         .details
@@ -584,7 +597,7 @@ mod tests {
                 timestamp: None,
                 payload,
             };
-            let letter = dead_letter(&bad, &origin, Utc::now());
+            let letter = dead_letter(&bad, &origin, Utc::now(), 65536);
             assert_eq!(Kind::DeadLetter.violations(&letter), vec![], "{letter}");
         }
     }

@@ -14,7 +14,9 @@ use crate::config::KafkaSettings;
 pub async fn create_topics(
     settings: &KafkaSettings,
 ) -> Result<Vec<(String, bool)>, rdkafka::error::KafkaError> {
-    let admin: AdminClient<DefaultClientContext> = super::client_config(settings).create()?;
+    let admin: AdminClient<DefaultClientContext> = super::client_config(settings)
+        .create()
+        .map_err(super::redact_config_error)?;
     let t = &settings.topics;
     let names = [&t.requests, &t.uploads, &t.status, &t.dead_letters];
     let topics: Vec<NewTopic<'_>> = names

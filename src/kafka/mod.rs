@@ -10,6 +10,7 @@ pub use admin::create_topics;
 pub use context::{Consumer, WorkerContext};
 pub use producer::{EventProducer, Headers, PublishError};
 
+use rdkafka::error::KafkaError;
 use rdkafka::ClientConfig;
 
 use crate::config::KafkaSettings;
@@ -63,9 +64,30 @@ pub fn producer_config(settings: &KafkaSettings) -> ClientConfig {
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "5")
-        .set("compression.type", "lz4");
+        .set("compression.type", "lz4")
+        // A delivery is given up on (and left to the outbox) well within
+        // the outbox lease, so a stalled broker does not get every pending
+        // event re-enqueued by every worker on each lease.
+        .set("message.timeout.ms", "30000");
     for (key, value) in &settings.properties {
         config.set(key, value);
     }
     config
+}
+
+/// librdkafka's configuration errors carry the offending value (and often
+/// repeat it in the description): never let a secret out that way. The key
+/// is kept so the operator knows what to fix.
+pub fn redact_config_error(error: KafkaError) -> KafkaError {
+    match error {
+        KafkaError::ClientConfig(code, description, key, _) => {
+            let description = if crate::config::is_secret_property(&key) {
+                "invalid value".to_string()
+            } else {
+                description
+            };
+            KafkaError::ClientConfig(code, description, key, "<redacted>".to_string())
+        }
+        other => other,
+    }
 }

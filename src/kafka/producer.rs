@@ -51,7 +51,9 @@ pub struct EventProducer {
 impl EventProducer {
     pub fn new(settings: &KafkaSettings) -> Result<Self, KafkaError> {
         Ok(EventProducer {
-            producer: super::producer_config(settings).create()?,
+            producer: super::producer_config(settings)
+                .create()
+                .map_err(super::redact_config_error)?,
         })
     }
 

@@ -41,7 +41,7 @@ impl AnyStore {
         &self,
         devices: &[DeviceRef],
         inputs: &[(DeviceRef, Uuid)],
-    ) -> Result<(HashMap<DeviceRef, Loaded>, HashSet<Uuid>), StoreError> {
+    ) -> Result<(HashMap<DeviceRef, Loaded>, HashSet<(DeviceRef, Uuid)>), StoreError> {
         match self {
             AnyStore::Redis(s) => s.load(devices, inputs).await,
             AnyStore::Memory(s) => Ok(s.load(devices, inputs)),

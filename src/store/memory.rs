@@ -119,7 +119,7 @@ impl MemoryStore {
         &self,
         devices: &[DeviceRef],
         inputs: &[(DeviceRef, Uuid)],
-    ) -> (HashMap<DeviceRef, Loaded>, HashSet<Uuid>) {
+    ) -> (HashMap<DeviceRef, Loaded>, HashSet<(DeviceRef, Uuid)>) {
         let now = self.now_ms();
         let inner = self.lock();
         let records = devices
@@ -137,7 +137,7 @@ impl MemoryStore {
         let seen = inputs
             .iter()
             .filter(|(d, id)| self.seen(&inner, d, *id, now))
-            .map(|(_, id)| *id)
+            .copied()
             .collect();
         (records, seen)
     }

@@ -66,7 +66,7 @@ fn records_and_dedup_markers_go_after_the_retention() {
     );
     let (loaded, seen) = store.load(&[device], &[(device, input)]);
     assert_eq!(loaded[&device].record.as_ref(), Some(&record));
-    assert!(seen.contains(&input));
+    assert!(seen.contains(&(device, input)));
     assert_eq!(store.due_deadlines(start, 10), Vec::<String>::new());
 
     // Past the retention both are gone: the device reads as new.

@@ -198,7 +198,7 @@ impl RedisStore {
         &self,
         devices: &[DeviceRef],
         inputs: &[(DeviceRef, Uuid)],
-    ) -> Result<(HashMap<DeviceRef, Loaded>, HashSet<Uuid>), StoreError> {
+    ) -> Result<(HashMap<DeviceRef, Loaded>, HashSet<(DeviceRef, Uuid)>), StoreError> {
         let mut pipe = redis::pipe();
         for device in devices {
             pipe.cmd("HMGET")
@@ -230,13 +230,13 @@ impl RedisStore {
             );
         }
         let mut seen = HashSet::new();
-        for (_, id) in inputs {
+        for (device, id) in inputs {
             let exists: i64 = values
                 .next()
                 .and_then(|v| redis::from_redis_value(v).ok())
                 .unwrap_or(0);
             if exists == 1 {
-                seen.insert(*id);
+                seen.insert((*device, *id));
             }
         }
         Ok((records, seen))

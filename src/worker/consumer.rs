@@ -230,7 +230,9 @@ impl Intake {
                 payload: m.payload().unwrap_or_default(),
             };
             let now = Utc::now();
-            let letter = payload::dead_letter(rejection, &origin, now).to_string();
+            let letter =
+                payload::dead_letter(rejection, &origin, now, self.settings.input.max_bytes)
+                    .to_string();
             let id = dead_letter_id(m.topic(), m.partition(), m.offset()).to_string();
             let subject = format!("{}/{}/{}", m.topic(), m.partition(), m.offset());
             let time = crate::domain::timestamp(now);

@@ -110,9 +110,9 @@ impl Engine {
             let input = &inputs[i];
             let device = input.device();
             let loaded = state.entry(device).or_default();
-            let already = input
-                .id()
-                .is_some_and(|id| seen.contains(&id) || applied_here.contains(&id));
+            let already = input.id().is_some_and(|id| {
+                seen.contains(&(device, id)) || applied_here.contains(&(device, id))
+            });
             let resolution = match decide(loaded.record.as_ref(), input, already, now, &self.policy)
             {
                 Decision::Transition(transition) => {
@@ -129,7 +129,7 @@ impl Engine {
                     });
                     op_inputs.push(i);
                     if let Some(id) = input.id() {
-                        applied_here.insert(id);
+                        applied_here.insert((device, id));
                     }
                     *loaded = Loaded {
                         version: transition.record.event_id().to_string(),

@@ -34,6 +34,8 @@ pub enum WorkerError {
     Store(#[from] StoreError),
     #[error("kafka client setup failed")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("the consumer loop ended unexpectedly")]
+    LoopEnded,
     #[error("cannot listen on {addr}")]
     Listen {
         addr: std::net::SocketAddr,
@@ -98,7 +100,8 @@ pub async fn run_with(
     let producer = EventProducer::new(&settings.kafka)?;
     let joined = Arc::new(AtomicBool::new(false));
     let consumer: Consumer = kafka::consumer_config(&settings.kafka)
-        .create_with_context(WorkerContext::new(metrics.clone(), joined.clone()))?;
+        .create_with_context(WorkerContext::new(metrics.clone(), joined.clone()))
+        .map_err(kafka::redact_config_error)?;
 
     let token = CancellationToken::new();
     let health = Arc::new(Health::new(
@@ -146,9 +149,18 @@ pub async fn run_with(
         settings: settings.clone(),
         health,
     };
-    let consumer_task = tokio::spawn(intake.run(token.clone()));
+    let mut consumer_task = tokio::spawn(intake.run(token.clone()));
 
-    shutdown.await;
+    // The consumer loop only ends when told to; if it ends first (a panic),
+    // the worker must not linger half-alive: fail so the orchestrator restarts it.
+    tokio::select! {
+        _ = shutdown => {}
+        ended = &mut consumer_task => {
+            token.cancel();
+            tracing::error!(panicked = ended.is_err(), "consumer loop ended unexpectedly");
+            return Err(WorkerError::LoopEnded);
+        }
+    }
     tracing::info!(bound = ?settings.shutdown.timeout, "shutting down");
     token.cancel();
     let bound = settings.shutdown.timeout;

@@ -85,8 +85,14 @@ async fn malformed_oversize_non_mobile_and_orphan_inputs_are_dead_lettered_and_t
     let too_big = find(&|b| b["error"]["details"][0]["code"] == "SIZE_LIMIT_EXCEEDED");
     assert_eq!(too_big.body["reason"], "malformed");
     assert_eq!(
+        too_big.body["input"]["sizeBytes"].as_u64(),
+        Some(oversize.len() as u64)
+    );
+    assert_eq!(too_big.body["input"]["truncated"], true);
+    assert_eq!(
         too_big.body["input"]["payload"].as_str().map(str::len),
-        Some(oversize.len())
+        Some(64 * 1024),
+        "the first input.max_bytes bytes are kept"
     );
     let sms = find(&|b| b["input"]["payload"] == non_mobile.as_str());
     assert_eq!(sms.body["reason"], "invalid");

@@ -290,26 +290,49 @@ async fn expiry_due_while_no_worker_ran_is_emitted_once_after_restart() {
     let second = world.start_in_process();
     let events = status.wait_for(2, WAIT, |_| true).await;
     assert_eq!(statuses(&events), ["PENDING", "EXPIRED"]);
-    // Two workers sweep the same index: one more request as a sentinel shows
-    // no second EXPIRED came out.
-    let sentinel = Uuid::new_v4();
-    world
-        .send(
-            &producer,
-            "requests",
-            &d,
-            &request_json(sentinel, &d, "MOBILE", Utc::now()),
-        )
-        .await;
-    status
-        .wait_for(1, WAIT, |m| m.body["requestId"] == sentinel.to_string())
-        .await;
-    let expired = status
+    // Both workers sweep the same index. Once each has swept twice more,
+    // any second EXPIRED would have been applied: across both, exactly one
+    // transition and one publication.
+    let sweeps = |metrics: &str| {
+        metrics
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("device_logs_redis_duration_seconds_count{operation=\"sweep\"} ")
+            })
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let before = [
+        sweeps(&reqwest_metrics(first.port).await),
+        sweeps(&reqwest_metrics(second.port).await),
+    ];
+    let (a, b) = wait_until(WAIT, "two more sweeps on each worker", || async {
+        let (a, b) = (
+            reqwest_metrics(first.port).await,
+            reqwest_metrics(second.port).await,
+        );
+        (sweeps(&a) >= before[0] + 2.0 && sweeps(&b) >= before[1] + 2.0).then_some((a, b))
+    })
+    .await;
+    let expiries = |m: &str| {
+        m.lines()
+            .find_map(|l| {
+                l.strip_prefix("device_logs_transitions_total{from=\"pending\",to=\"expired\"} ")
+            })
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert_eq!(
+        expiries(&a) + expiries(&b),
+        1.0,
+        "one EXPIRED transition across both workers"
+    );
+    let expired: Vec<_> = status
         .all()
         .into_iter()
         .filter(|m| m.body["status"] == "EXPIRED")
-        .count();
-    assert_eq!(expired, 1);
+        .collect();
+    assert_eq!(expired.len(), 1, "published once");
     first.stop().await;
     second.stop().await;
 }
