@@ -147,29 +147,43 @@ async fn metrics_count_a_scripted_run_by_outcome() {
         ("device_logs_event_lag_seconds_count".to_string(), 12.0),
         ("device_logs_pending_requests".to_string(), 0.0),
         ("device_logs_outbox_depth".to_string(), 0.0),
-        // From librdkafka statistics (every 5 s): everything consumed.
-        (
-            format!("device_logs_consumer_lag{{partition=\"0\",topic=\"{requests}\"}}"),
-            0.0,
-        ),
-        (
-            format!("device_logs_consumer_lag{{partition=\"2\",topic=\"{uploads}\"}}"),
-            0.0,
-        ),
     ];
     // Delivery reports and gauge samples land shortly after the events.
-    let metrics = wait_until(WAIT, "metrics to settle", || async {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let metrics = loop {
         let metrics = http_get(worker.port, "/metrics").await.1;
-        expected
+        let off: Vec<_> = expected
             .iter()
-            .all(|(series, value)| sample(&metrics, series) == Some(*value))
-            .then_some(metrics)
-    })
-    .await;
+            .filter(|(series, value)| sample(&metrics, series) != Some(*value))
+            .map(|(series, value)| {
+                format!("{series}: want {value}, got {:?}", sample(&metrics, series))
+            })
+            .collect();
+        if off.is_empty() {
+            break metrics;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "metrics did not settle: {off:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert!(
         metrics.contains("device_logs_build_info{revision="),
         "build info"
     );
+    // Consumer lag comes from librdkafka statistics (every 5 s), one series
+    // per partition that holds messages: all of them at zero once consumed.
+    wait_until(WAIT, "consumer lag series at zero", || async {
+        let metrics = http_get(worker.port, "/metrics").await.1;
+        let lags: Vec<f64> = metrics
+            .lines()
+            .filter(|l| l.starts_with("device_logs_consumer_lag{") && l.contains(&requests))
+            .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+            .collect();
+        (!lags.is_empty() && lags.iter().all(|v| *v == 0.0)).then_some(())
+    })
+    .await;
     let assigns = sample(&metrics, "device_logs_rebalances_total{kind=\"assign\"}");
     assert!(
         assigns.is_some_and(|n| n >= 1.0),
