@@ -27,7 +27,7 @@ apt_install() {
 
 ensure_tools() {
   mkdir -p "$CACHE"
-  apt_install redis-server redis-tools prometheus python3-yaml
+  apt_install redis-server redis-tools prometheus python3-yaml curl openssl
   if [ ! -x "$TANSU" ]; then
     log "building Tansu $TANSU_VERSION (once, about 12 minutes; cached in $CACHE)"
     cargo install tansu --version "$TANSU_VERSION" --locked --features libsql \
