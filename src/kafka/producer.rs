@@ -43,6 +43,9 @@ impl Headers<'_> {
     }
 }
 
+/// Longest wait for room in the producer's local queue before `send` gives up.
+pub const QUEUE_FULL_WAIT: Duration = Duration::from_secs(5);
+
 #[derive(Clone)]
 pub struct EventProducer {
     producer: FutureProducer,
@@ -58,8 +61,10 @@ impl EventProducer {
     }
 
     /// Enqueues one message and returns the future of its delivery report.
-    /// Enqueueing is synchronous, so messages keep the order of the calls;
-    /// a full local queue is waited out, not reported.
+    /// Enqueueing is synchronous, so messages keep the order of the calls.
+    /// A full local queue is waited out for up to [`QUEUE_FULL_WAIT`], then
+    /// reported, so a caller stuck behind a stalled broker gets control back
+    /// (to beat its health loop, to see a shutdown, to retry later).
     pub async fn send(
         &self,
         topic: &str,
@@ -67,6 +72,7 @@ impl EventProducer {
         payload: &str,
         headers: &Headers<'_>,
     ) -> Result<DeliveryFuture, KafkaError> {
+        let deadline = tokio::time::Instant::now() + QUEUE_FULL_WAIT;
         loop {
             let record = FutureRecord::to(topic)
                 .key(key)
@@ -74,7 +80,9 @@ impl EventProducer {
                 .headers(headers.to_kafka());
             match self.producer.send_result(record) {
                 Ok(delivery) => return Ok(delivery),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _))
+                    if tokio::time::Instant::now() < deadline =>
+                {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
                 Err((e, _)) => return Err(e),

@@ -104,6 +104,11 @@ impl Publisher {
                     self.metrics.published(&self.topic, false);
                     self.metrics.kafka_error("produce");
                     tracing::warn!(event_id = %publication.event.id, error = %e, "status event not enqueued; the outbox keeps it");
+                    // The producer is not taking messages (a full queue behind
+                    // a stalled broker): the rest stay in the outbox too and
+                    // are re-published after their lease, rather than each
+                    // waiting out the queue in turn.
+                    break;
                 }
             }
         }
