@@ -58,7 +58,7 @@ pub struct KafkaSettings {
     pub properties: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SaslSettings {
     pub mechanism: String,
@@ -75,7 +75,7 @@ pub struct Topics {
     pub dead_letters: String,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSettings {
     pub url: String,
@@ -145,6 +145,47 @@ pub struct LogSettings {
 pub struct ShutdownSettings {
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+}
+
+/// Shown for a secret in Debug output: whether it is set, never its value.
+pub(crate) fn secret_debug(value: &str) -> &'static str {
+    if value.is_empty() {
+        ""
+    } else {
+        REDACTED
+    }
+}
+
+// Debug by hand for the structs that hold secrets, so `{:?}` of the settings
+// (a panic message, a stray log line) cannot print them.
+impl std::fmt::Debug for SaslSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SaslSettings")
+            .field("mechanism", &self.mechanism)
+            .field("username", &self.username)
+            .field("password", &secret_debug(&self.password))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let url = match url::Url::parse(&self.url) {
+            Ok(mut url) if url.password().is_some() => {
+                let _ = url.set_password(Some(REDACTED));
+                url.to_string()
+            }
+            _ => self.url.clone(),
+        };
+        f.debug_struct("RedisSettings")
+            .field("url", &url)
+            .field("username", &self.username)
+            .field("password", &secret_debug(&self.password))
+            .field("key_prefix", &self.key_prefix)
+            .field("shards", &self.shards)
+            .field("command_timeout", &self.command_timeout)
+            .finish()
+    }
 }
 
 impl Settings {
@@ -528,8 +569,10 @@ mod tests {
         for secret in ["redis-pw-1", "url-pw-2", "sasl-pw-3"] {
             assert!(!printed.contains(secret), "{secret} leaked:\n{printed}");
         }
-        let debug = format!("{:?}", s.redacted());
-        assert!(!debug.contains("sasl-pw-3"));
+        let debug = format!("{s:?}");
+        for secret in ["redis-pw-1", "url-pw-2", "sasl-pw-3"] {
+            assert!(!debug.contains(secret), "{secret} leaked through Debug");
+        }
         // The printed form is itself a loadable configuration file.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("printed.toml");

@@ -21,7 +21,7 @@ pub struct ApiSettings {
     pub devices: DeviceSettings,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthSettings {
     pub jwks_url: String,
@@ -34,6 +34,21 @@ pub struct AuthSettings {
     pub jwks_refresh: Duration,
     pub allow_hs256: bool,
     pub hs256_secret: String,
+}
+
+impl std::fmt::Debug for AuthSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthSettings")
+            .field("jwks_url", &self.jwks_url)
+            .field("public_key_file", &self.public_key_file)
+            .field("audience", &self.audience)
+            .field("environment_claim", &self.environment_claim)
+            .field("leeway", &self.leeway)
+            .field("jwks_refresh", &self.jwks_refresh)
+            .field("allow_hs256", &self.allow_hs256)
+            .field("hs256_secret", &super::secret_debug(&self.hs256_secret))
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
