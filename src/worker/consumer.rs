@@ -195,6 +195,10 @@ impl Intake {
         }
         self.publisher.publish(publications).await;
         self.store_offsets(batch);
+        // Received to offset stored, per input.
+        for polled in batch {
+            self.metrics.processing(polled.received.elapsed());
+        }
         true
     }
 
@@ -319,7 +323,6 @@ impl Intake {
                 );
             }
         }
-        self.metrics.processing(polled.received.elapsed());
     }
 
     /// Stores, per partition, the offset after the batch's last input.
