@@ -12,7 +12,7 @@ use crate::domain::{DeviceRef, LogRequest, LogsUploaded, MOBILE};
 use crate::kafka::{self, EventProducer};
 use crate::metrics::Metrics;
 use crate::payload;
-use crate::store::RedisStore;
+use crate::store::{AnyStore, RedisStore};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -125,6 +125,7 @@ pub async fn execute(settings: Settings, command: Command) -> anyhow::Result<i32
                 Metrics::new(&[], &[]),
             )
             .await?;
+            let store = AnyStore::from(store);
             let device = args.device_ref();
             match store.get(&device).await? {
                 Some(record) => {

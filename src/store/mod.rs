@@ -242,12 +242,6 @@ impl RedisStore {
         Ok((records, seen))
     }
 
-    /// Reads one device's record (CLI `status`, API).
-    pub async fn get(&self, device: &DeviceRef) -> Result<Option<Record>, StoreError> {
-        let (mut records, _) = self.load(std::slice::from_ref(device), &[]).await?;
-        Ok(records.remove(device).and_then(|l| l.record))
-    }
-
     /// Applies `ops` in order, one script each, in one round trip.
     pub async fn apply(
         &self,

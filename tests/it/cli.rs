@@ -7,7 +7,11 @@ use crate::helpers::*;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn device_logs(world: &World, args: &[&str], extra_env: &[(&str, &str)]) -> Output {
+fn device_logs<A: AsRef<std::ffi::OsStr>>(
+    world: &World,
+    args: &[A],
+    extra_env: &[(&str, &str)],
+) -> Output {
     Command::new(env!("CARGO_BIN_EXE_device-logs"))
         .args(args)
         .arg("--config")
@@ -20,6 +24,21 @@ fn device_logs(world: &World, args: &[&str], extra_env: &[(&str, &str)]) -> Outp
         )
         .output()
         .unwrap()
+}
+
+/// A CLI command for one device: `COMMAND --environment E --user U --device D`.
+fn device_command(command: &str, d: &device_logs::domain::DeviceRef) -> Vec<String> {
+    let ids = [
+        ("--environment", d.environment),
+        ("--user", d.user),
+        ("--device", d.device),
+    ];
+    std::iter::once(command.to_string())
+        .chain(
+            ids.iter()
+                .flat_map(|(flag, id)| [flag.to_string(), id.to_string()]),
+        )
+        .collect()
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -82,20 +101,7 @@ async fn request_upload_and_status_commands_drive_the_flow_through_the_worker() 
     let worker = world.start_in_process();
     let status = world.reader("status");
     let d = device();
-    let (e, u, dev) = (
-        d.environment.to_string(),
-        d.user.to_string(),
-        d.device.to_string(),
-    );
-    let ids = [
-        "--environment",
-        e.as_str(),
-        "--user",
-        u.as_str(),
-        "--device",
-        dev.as_str(),
-    ];
-    let args = |cmd: &'static str| [&[cmd][..], &ids[..]].concat();
+    let args = |command: &str| device_command(command, &d);
 
     let missing = device_logs(&world, &args("status"), &[]);
     assert_eq!(missing.status.code(), Some(1));
@@ -122,7 +128,7 @@ async fn request_upload_and_status_commands_drive_the_flow_through_the_worker() 
     assert!(pending["_links"]["self"]["href"]
         .as_str()
         .unwrap()
-        .ends_with(&format!("/devices/{dev}/logs")));
+        .ends_with(&format!("/devices/{}/logs", d.device)));
 
     let uploaded = device_logs(&world, &args("upload"), &[]);
     assert!(uploaded.status.success(), "{}", text(&uploaded.stderr));
@@ -244,20 +250,7 @@ async fn status_reaches_redis_over_tls_with_a_trusted_ca_only() {
     })
     .await;
     let d = device();
-    let (e, u, dev) = (
-        d.environment.to_string(),
-        d.user.to_string(),
-        d.device.to_string(),
-    );
-    let args = [
-        "status",
-        "--environment",
-        e.as_str(),
-        "--user",
-        u.as_str(),
-        "--device",
-        dev.as_str(),
-    ];
+    let args = device_command("status", &d);
     let url = format!("rediss://127.0.0.1:{port}");
     let cert_file = cert.to_string_lossy().to_string();
     // Trusting the server's certificate: the TLS connection works and the

@@ -19,14 +19,7 @@ async fn sigkill_after_redis_write_gives_no_second_transition_and_the_event_with
     let d = device();
     let request_id = Uuid::new_v4();
     let mut doomed = world.spawn_child(&[("DEVICE_LOGS_FAILPOINT", "after_apply")]);
-    world
-        .send(
-            &producer,
-            "requests",
-            &d,
-            &request_json(request_id, &d, "MOBILE", Utc::now()),
-        )
-        .await;
+    world.send_request(&producer, &d, request_id).await;
     wait_until(WAIT, "the failpoint", || async {
         world
             .child_logs()
@@ -111,14 +104,7 @@ async fn sigterm_stops_the_worker_cleanly_and_commits_its_offsets() {
     let mut worker = world.spawn_child(&[]);
     let devices: Vec<_> = (0..20).map(|_| device()).collect();
     for d in &devices {
-        world
-            .send(
-                &producer,
-                "requests",
-                d,
-                &request_json(Uuid::new_v4(), d, "MOBILE", Utc::now()),
-            )
-            .await;
+        world.send_request(&producer, d, Uuid::new_v4()).await;
     }
     status.wait_for(devices.len(), WAIT, |_| true).await;
     let started = std::time::Instant::now();
@@ -134,14 +120,7 @@ async fn sigterm_stops_the_worker_cleanly_and_commits_its_offsets() {
     // A new worker resumes after the committed offsets: no input replays.
     let mut next = world.spawn_child(&[]);
     let d = device();
-    world
-        .send(
-            &producer,
-            "requests",
-            &d,
-            &request_json(Uuid::new_v4(), &d, "MOBILE", Utc::now()),
-        )
-        .await;
+    world.send_request(&producer, &d, Uuid::new_v4()).await;
     status.wait_for(devices.len() + 1, WAIT, |_| true).await;
     terminate(&next);
     assert!(next.wait().unwrap().success());

@@ -42,14 +42,7 @@ async fn malformed_oversize_non_mobile_and_orphan_inputs_are_dead_lettered_and_t
         .send_raw(&producer, "uploads", &key, orphan.as_bytes())
         .await;
     let valid = Uuid::new_v4();
-    world
-        .send(
-            &producer,
-            "requests",
-            &d,
-            &request_json(valid, &d, "MOBILE", Utc::now()),
-        )
-        .await;
+    world.send_request(&producer, &d, valid).await;
 
     let events = status.wait_for(1, WAIT, |_| true).await;
     assert_eq!(events[0].body["requestId"], valid.to_string());

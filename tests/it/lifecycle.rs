@@ -130,14 +130,7 @@ async fn duplicate_and_stale_inputs_make_no_event_and_rerequest_restarts_the_win
     // on the device: its event is produced after every earlier event of the
     // device, on the same partition, so once it is read, all are.
     let last = Uuid::new_v4();
-    world
-        .send(
-            &producer,
-            "requests",
-            &d,
-            &request_json(last, &d, "MOBILE", Utc::now()),
-        )
-        .await;
+    world.send_request(&producer, &d, last).await;
     status
         .wait_for(1, WAIT, |m| m.body["requestId"] == last.to_string())
         .await;
@@ -192,14 +185,7 @@ async fn pending_request_expires_once_and_late_upload_is_dead_lettered() {
     let producer = world.producer();
     let d = device();
     let request_id = Uuid::new_v4();
-    world
-        .send(
-            &producer,
-            "requests",
-            &d,
-            &request_json(request_id, &d, "MOBILE", Utc::now()),
-        )
-        .await;
+    world.send_request(&producer, &d, request_id).await;
     let events = status
         .wait_for(2, WAIT, |m| m.key == Some(d.device.to_string()))
         .await;
@@ -228,14 +214,7 @@ async fn pending_request_expires_once_and_late_upload_is_dead_lettered() {
     assert_eq!(letters[0].body["reason"], "no_pending_request");
     // A sentinel proves nothing else was published for the device meanwhile.
     let sentinel = Uuid::new_v4();
-    world
-        .send(
-            &producer,
-            "requests",
-            &d,
-            &request_json(sentinel, &d, "MOBILE", Utc::now()),
-        )
-        .await;
+    world.send_request(&producer, &d, sentinel).await;
     status
         .wait_for(1, WAIT, |m| m.body["requestId"] == sentinel.to_string())
         .await;
@@ -262,14 +241,7 @@ async fn expiry_due_while_no_worker_ran_is_emitted_once_after_restart() {
     let producer = world.producer();
     let d = device();
     let worker = world.start_in_process();
-    world
-        .send(
-            &producer,
-            "requests",
-            &d,
-            &request_json(Uuid::new_v4(), &d, "MOBILE", Utc::now()),
-        )
-        .await;
+    world.send_request(&producer, &d, Uuid::new_v4()).await;
     let pending = status.wait_for(1, WAIT, |_| true).await;
     worker.stop().await;
     let deadline =

@@ -36,14 +36,7 @@ async fn metrics_count_a_scripted_run_by_outcome() {
     // N = 6 requests; M = 3 of them uploaded; K = 3 left to expire; D = 2 bad.
     let devices: Vec<_> = (0..6).map(|_| device()).collect();
     for d in &devices {
-        world
-            .send(
-                &producer,
-                "requests",
-                d,
-                &request_json(Uuid::new_v4(), d, "MOBILE", Utc::now()),
-            )
-            .await;
+        world.send_request(&producer, d, Uuid::new_v4()).await;
     }
     status
         .wait_for(6, WAIT, |m| m.body["status"] == "PENDING")
@@ -300,14 +293,7 @@ async fn a_real_prometheus_scrapes_the_worker_and_answers_dashboard_queries() {
     let status = world.reader("status");
     let producer = world.producer();
     let d = device();
-    world
-        .send(
-            &producer,
-            "requests",
-            &d,
-            &request_json(Uuid::new_v4(), &d, "MOBILE", Utc::now()),
-        )
-        .await;
+    world.send_request(&producer, &d, Uuid::new_v4()).await;
     status.wait_for(1, WAIT, |_| true).await;
 
     let dir = tempfile::tempdir().unwrap();
